@@ -1,0 +1,34 @@
+// `duet` command dispatcher. Each subcommand lives in its own module under src/cli/ (or
+// server/ for `serve`) and is loaded lazily so `duet logits` does not pay for the gateway.
+
+type Command = (argv: string[]) => Promise<number>;
+
+const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  logits: { summary: 'logits of a model at given tokens (cpu|webgpu)', load: async () => (await import('./logits.ts')).run },
+};
+
+function usage(): string {
+  const lines = Object.entries(commands).map(([name, c]) => `  duet ${name.padEnd(11)} ${c.summary}`);
+  return ['usage: duet <command> [options]   (duet <command> --help for its options)', '', ...lines].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const cmd = commands[name];
+  if (!cmd) {
+    console.error(`duet: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await (await cmd.load())(rest);
+  } catch (err) {
+    const e = err as Error;
+    console.error(`duet ${name}: ${e.name ?? 'Error'}: ${e.message}`);
+    if (process.env.DUET_DEBUG) console.error(e.stack);
+    return 1;
+  }
+}
