@@ -1,0 +1,54 @@
+// The verifier interface: what the gateway needs from any target backend (cpu reference,
+// webgpu engine in Node, Python sidecar). Sessions own a target KV cache on the backend.
+
+import type { SamplingParams, SparseDist } from '../../src/engine/sampling.ts';
+
+export interface VerifierInfo {
+  backend: 'cpu' | 'webgpu' | 'sidecar';
+  /** Human-readable model name (directory name or HF id). */
+  model: string;
+  /** Tokenizer identity hash (see src/engine/tokenizer.ts); drafts must match it. */
+  tokenizerHash: string;
+  vocabSize: number;
+  maxContext: number;
+  /** Most sessions one verifyBatch call takes. */
+  maxBatch: number;
+  /** Device description (adapter name, "cpu", "wormhole n150", ...). */
+  device: string;
+}
+
+export interface VerifyRequest {
+  sessionId: string;
+  /**
+   * Draft tokens d_1..d_k proposed after the session's accepted transcript. The backend
+   * runs one forward over [last accepted token, d_1..d_k] (k + 1 positions).
+   */
+  draft: number[];
+  /** q_i for each draft token (sampled mode); omitted or empty for greedy. */
+  draftDists?: SparseDist[];
+}
+
+export interface VerifyResult {
+  sessionId: string;
+  /** How many draft tokens stand (0..k). */
+  accepted: number;
+  /** The target's token after them: a correction (accepted < k) or a bonus (accepted == k). */
+  token: number;
+  /** Wall time of the forward that served this request, ms. */
+  forwardMs: number;
+}
+
+export interface Verifier {
+  info(): VerifierInfo;
+  /**
+   * Start a session: prefill the prompt (at least one token). Resolves with the target's
+   * first token (sampled with `sampling`), so the first token costs one target pass.
+   */
+  open(sessionId: string, promptTokens: number[], sampling: SamplingParams): Promise<{ firstToken: number }>;
+  /** One target pass over every request's k + 1 positions (batched where the backend can). */
+  verifyBatch(requests: VerifyRequest[]): Promise<VerifyResult[]>;
+  /** Baseline: n tokens from the target alone, one pass each; onToken streams them. */
+  generate(sessionId: string, n: number, onToken?: (token: number) => void): Promise<number[]>;
+  close(sessionId: string): Promise<void>;
+  dispose(): Promise<void>;
+}
