@@ -33,17 +33,17 @@ function* walk(dir) {
   }
 }
 
-export function checkImports() {
+export function checkImports(base = root) {
   const violations = [];
   for (const top of ['src', 'server', 'tools', 'e2e']) {
     let files;
     try {
-      files = [...walk(join(root, top))];
+      files = [...walk(join(base, top))];
     } catch {
       continue;
     }
     for (const file of files) {
-      const rel = relative(root, file);
+      const rel = relative(base, file);
       const from = areaOf(rel);
       if (!from) continue;
       const text = readFileSync(file, 'utf8');
@@ -51,7 +51,7 @@ export function checkImports() {
       for (const m of text.matchAll(re)) {
         const spec = m[1] ?? m[2] ?? m[3];
         if (!spec.startsWith('.')) continue;
-        const target = relative(root, resolve(dirname(file), spec.replace(/\?.*$/, '')));
+        const target = relative(base, resolve(dirname(file), spec.replace(/\?.*$/, '')));
         const to = areaOf(target);
         if (!to || to === from) continue;
         if (!allowed[from].includes(to)) violations.push(`${rel}: imports ${spec} (${from} may not import ${to})`);
