@@ -1,0 +1,237 @@
+// Model assembly: open a HF model (config.json, generation_config.json, tokenizer files,
+// model.safetensors or shards listed in model.safetensors.index.json) from any ModelSource,
+// check every tensor's name, dtype and shape before reading data, then stream the tensors
+// one at a time as f32. GGUF files take the same road through gguf.ts.
+//
+//   const m = await openModel(new UrlSource('/models/tiny-draft/'), { onProgress });
+//   for await (const t of m.tensors()) upload(t.name, t.data);   // streaming, bounded memory
+//   const w = await loadWeightsF32(m);                            // or all at once (CPU reference)
+
+import { type LlamaConfig, ConfigError, parseConfig } from '../config.ts';
+import { type LlamaWeights, type LayerWeights, expectedShapes, layerTensorNames } from '../weights.ts';
+import { ModelSourceError, WeightsFormatError } from './errors.ts';
+import { type TensorInfo, checkDtype, readSafetensorsHeader, readTensorF32 } from './safetensors.ts';
+import { type ModelSource, type ProgressFn, type SourceFile, ProgressTracker } from './source.ts';
+
+export interface GenerationConfig {
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  doSample?: boolean;
+  raw: Record<string, unknown>;
+}
+
+export interface LoadedTensor {
+  /** HF name, e.g. model.layers.0.self_attn.q_proj.weight */
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface WeightFile {
+  name: string;
+  byteLength: number;
+  version?: string;
+}
+
+export interface OpenedModel {
+  readonly source: ModelSource;
+  readonly format: 'safetensors' | 'gguf';
+  readonly config: LlamaConfig;
+  /** config.json as parsed JSON (for GGUF: synthesised from metadata) */
+  readonly configJson: Record<string, unknown>;
+  readonly generationConfig: GenerationConfig | null;
+  /** tokenizer.json parsed; null when the model ships none */
+  readonly tokenizerJson: Record<string, unknown> | null;
+  readonly tokenizerConfig: Record<string, unknown> | null;
+  readonly weightFiles: WeightFile[];
+  /** Every tensor that tensors() yields, in yield order, with HF names and shapes. */
+  readonly tensorInfos: TensorInfo[];
+  /** Stream the tensors as f32, one at a time, in file order. */
+  tensors(): AsyncIterable<LoadedTensor>;
+  close(): Promise<void>;
+}
+
+export interface OpenModelOptions {
+  onProgress?: ProgressFn;
+  /**
+   * Weights file to use; default: model.safetensors.index.json, else model.safetensors.
+   * A name ending in .gguf loads GGUF (config from its metadata).
+   */
+  weights?: string;
+}
+
+/** Tensors some checkpoints carry that the forward pass does not use. */
+const IGNORED = /(^|\.)rotary_emb\.inv_freq$/;
+
+async function readJson(source: ModelSource, name: string, required: true): Promise<Record<string, unknown>>;
+async function readJson(source: ModelSource, name: string, required: false): Promise<Record<string, unknown> | null>;
+async function readJson(source: ModelSource, name: string, required: boolean): Promise<Record<string, unknown> | null>;
+async function readJson(source: ModelSource, name: string, required: boolean): Promise<Record<string, unknown> | null> {
+  const text = await source.readText(name);
+  if (text === null) {
+    if (required) throw new ModelSourceError(name, `missing from ${source.id}; a HF model folder needs config.json, tokenizer.json and *.safetensors`);
+    return null;
+  }
+  try {
+    const v = JSON.parse(text);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
+    return v;
+  } catch (err) {
+    throw new ConfigError(name, '(root)', `invalid JSON: ${(err as Error).message}`);
+  }
+}
+
+export function parseGenerationConfig(raw: Record<string, unknown>, config: LlamaConfig): GenerationConfig {
+  const eos = raw.eos_token_id;
+  const num = (k: string): number | undefined => (typeof raw[k] === 'number' ? (raw[k] as number) : undefined);
+  return {
+    bosTokenId: typeof raw.bos_token_id === 'number' ? raw.bos_token_id : config.bosTokenId,
+    eosTokenIds: eos === undefined || eos === null ? config.eosTokenIds : Array.isArray(eos) ? eos.map(Number) : [Number(eos)],
+    temperature: num('temperature'),
+    topP: num('top_p'),
+    topK: num('top_k'),
+    doSample: typeof raw.do_sample === 'boolean' ? raw.do_sample : undefined,
+    raw,
+  };
+}
+
+/** Open a model: reads the small JSON files and every weights header, no tensor data yet. */
+export async function openModel(source: ModelSource, opts: OpenModelOptions = {}): Promise<OpenedModel> {
+  if (opts.weights?.endsWith('.gguf')) {
+    throw new ModelSourceError(opts.weights, 'GGUF loading is not available yet');
+  }
+  const configJson = await readJson(source, 'config.json', true);
+  const config = parseConfig(configJson, 'config.json');
+  const genRaw = await readJson(source, 'generation_config.json', false);
+  const tokenizerJson = await readJson(source, 'tokenizer.json', false);
+  const tokenizerConfig = await readJson(source, 'tokenizer_config.json', false);
+
+  const shardNames = await weightFileNames(source, opts.weights);
+  const files: SourceFile[] = [];
+  const tensorInfos: TensorInfo[] = [];
+  let usable: TensorInfo[];
+  let weightFiles: WeightFile[];
+  try {
+    for (const name of shardNames.files) {
+      const f = await source.open(name);
+      files.push(f);
+      tensorInfos.push(...(await readSafetensorsHeader(f)).tensors);
+    }
+    if (shardNames.weightMap) checkIndex(shardNames.weightMap, tensorInfos);
+    usable = checkTensorSet(config, tensorInfos);
+    weightFiles = await Promise.all(files.map(async (f) => ({ name: f.name, byteLength: f.byteLength, version: (await source.stat(f.name))?.version })));
+  } catch (err) {
+    await Promise.all(files.map((f) => f.close()));
+    throw err;
+  }
+  const totalBytes = usable.reduce((a, t) => a + t.byteLength, 0);
+  const byName = new Map(files.map((f) => [f.name, f]));
+  return {
+    source,
+    format: 'safetensors',
+    config,
+    configJson,
+    generationConfig: genRaw ? parseGenerationConfig(genRaw, config) : null,
+    tokenizerJson,
+    tokenizerConfig,
+    weightFiles,
+    tensorInfos: usable,
+    async *tensors() {
+      const progress = new ProgressTracker(totalBytes, opts.onProgress);
+      for (const t of usable) {
+        const f = byName.get(t.file)!;
+        const data = await readTensorF32(f, t, source.chunkBytes, (n) => progress.add(t.file, n));
+        yield { name: t.name, shape: t.shape, data };
+      }
+      progress.add(usable[usable.length - 1]?.file ?? '', 0, true);
+    },
+    async close() {
+      await Promise.all(files.map((f) => f.close()));
+    },
+  };
+}
+
+function checkIndex(weightMap: Record<string, string>, tensorInfos: TensorInfo[]): void {
+  const where = new Map(tensorInfos.map((t) => [t.name, t.file]));
+  for (const [tensor, file] of Object.entries(weightMap)) {
+    if (where.get(tensor) !== file) {
+      throw new WeightsFormatError('model.safetensors.index.json', tensor, `listed in ${file} but ${where.has(tensor) ? `found in ${where.get(tensor)}` : 'absent from every shard'}`);
+    }
+  }
+}
+
+async function weightFileNames(source: ModelSource, explicit?: string): Promise<{ files: string[]; weightMap?: Record<string, string> }> {
+  if (explicit && !explicit.endsWith('.index.json')) return { files: [explicit] };
+  const indexName = explicit ?? 'model.safetensors.index.json';
+  const index = await readJson(source, indexName, !!explicit);
+  if (index) {
+    const map = index.weight_map;
+    if (typeof map !== 'object' || map === null) throw new ConfigError(indexName, 'weight_map', 'expected an object {tensor: shard file}');
+    const weightMap = map as Record<string, string>;
+    return { files: [...new Set(Object.values(weightMap))].sort(), weightMap };
+  }
+  if ((await source.stat('model.safetensors')) === null) {
+    throw new ModelSourceError('model.safetensors', `missing from ${source.id} (and no model.safetensors.index.json); GGUF files need an explicit weights: "x.gguf"`);
+  }
+  return { files: ['model.safetensors'] };
+}
+
+/**
+ * Check names, shapes and dtypes of a checkpoint against the config before any data is
+ * read. Returns the tensors to load (ignorable extras dropped) in file order.
+ */
+export function checkTensorSet(config: LlamaConfig, infos: TensorInfo[]): TensorInfo[] {
+  const expected = expectedShapes(config);
+  const seen = new Set<string>();
+  const usable: TensorInfo[] = [];
+  for (const t of infos) {
+    const want = expected.get(t.name);
+    if (!want) {
+      if (IGNORED.test(t.name) || (t.name === 'lm_head.weight' && config.tieWordEmbeddings)) continue;
+      throw new WeightsFormatError(t.file, t.name, `unexpected tensor (shape [${t.shape}]); the config (${config.numLayers} layers, tie_word_embeddings=${config.tieWordEmbeddings}) has no such weight — wrong config.json for these weights?`);
+    }
+    if (seen.has(t.name)) throw new WeightsFormatError(t.file, t.name, 'tensor appears twice across the weight files');
+    seen.add(t.name);
+    checkDtype(t);
+    if (want.length !== t.shape.length || want.some((d, i) => d !== t.shape[i])) {
+      throw new WeightsFormatError(t.file, t.name, `shape [${t.shape}] but config.json implies [${want}]`);
+    }
+    usable.push(t);
+  }
+  const missing = [...expected.keys()].filter((n) => !seen.has(n));
+  if (missing.length) {
+    const files = [...new Set(infos.map((t) => t.file))].join(', ') || '(no weight files)';
+    throw new WeightsFormatError(files, missing[0], `missing tensor (expected shape [${expected.get(missing[0])}])${missing.length > 1 ? ` and ${missing.length - 1} more: ${missing.slice(1, 4).join(', ')}${missing.length > 4 ? ', ...' : ''}` : ''}`);
+  }
+  return usable;
+}
+
+/** Assemble a LlamaWeights from a tensor stream whose names/shapes were already checked. */
+export async function collectWeights(config: LlamaConfig, tensors: AsyncIterable<LoadedTensor>): Promise<LlamaWeights> {
+  const byName = new Map<string, Float32Array>();
+  for await (const t of tensors) byName.set(t.name, t.data);
+  const get = (n: string): Float32Array => {
+    const d = byName.get(n);
+    if (!d) throw new WeightsFormatError('(weights)', n, 'missing tensor');
+    return d;
+  };
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    const names = layerTensorNames(l);
+    layers.push(Object.fromEntries(Object.entries(names).map(([k, n]) => [k, get(n)])) as unknown as LayerWeights);
+  }
+  return {
+    embed: get('model.embed_tokens.weight'),
+    layers,
+    finalNorm: get('model.norm.weight'),
+    lmHead: config.tieWordEmbeddings ? null : get('lm_head.weight'),
+  };
+}
+
+/** All weights as f32 in HF layout (what CpuLlama runs on). Holds the whole model in memory. */
+export async function loadWeightsF32(model: OpenedModel): Promise<LlamaWeights> {
+  return collectWeights(model.config, model.tensors());
+}

@@ -1,0 +1,291 @@
+// Where model files come from. A ModelSource hands out random-access files; the safetensors
+// and GGUF readers ask for one tensor's bytes at a time, so no source ever holds a second
+// full copy of a multi-GB file. Three sources: a URL base (HTTP Range, else a streamed
+// body read forward), a folder the user picked in the browser (File objects), and a Node
+// directory (node-source.ts, kept apart so browser bundles never import node:fs).
+
+import { ModelSourceError } from './errors.ts';
+
+export interface SourceFile {
+  readonly name: string;
+  /** Total size in bytes; NaN when a server streams a body without Content-Length. */
+  readonly byteLength: number;
+  /** Exactly `length` bytes starting at `offset`; ShortReadError if the file ends first. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+export interface FileStat {
+  byteLength: number;
+  /** etag / last-modified / mtime where the source knows one: part of the cache key. */
+  version?: string;
+}
+
+export interface ModelSource {
+  /** Stable identity of the model location, e.g. "dir:/models/x", "url:https://h/m/". */
+  readonly id: string;
+  /** Text of a small file (config.json, ...); null when the source has no such file. */
+  readText(name: string): Promise<string | null>;
+  stat(name: string): Promise<FileStat | null>;
+  /** Open for ranged reads; ModelSourceError when absent. */
+  open(name: string): Promise<SourceFile>;
+  /** Bytes per read the source prefers (larger for HTTP to amortise request latency). */
+  readonly chunkBytes: number;
+}
+
+/** The file ended before the requested range: a truncated download or a corrupt header. */
+export class ShortReadError extends ModelSourceError {
+  override name = 'ShortReadError';
+  constructor(file: string, readonly offset: number, readonly wanted: number, readonly endedAt: number) {
+    super(file, `file ends at byte ${endedAt}, but bytes [${offset}, ${offset + wanted}) were needed (truncated download?)`);
+  }
+}
+
+// ---------------------------------------------------------------- URL base
+
+export interface UrlSourceOptions {
+  fetch?: typeof fetch;
+  /** Extra request headers (e.g. an auth token for a private gateway). */
+  headers?: Record<string, string>;
+}
+
+/**
+ * Files under a URL base: `${base}/${name}`. Uses HTTP Range requests when the server
+ * answers 206; when it ignores Range (200), the body is consumed forward as a stream, which
+ * suits the loaders since they read tensors in file order.
+ */
+export class UrlSource implements ModelSource {
+  readonly id: string;
+  readonly chunkBytes = 64 << 20;
+  private readonly base: string;
+  private readonly fetchFn: typeof fetch;
+  private readonly headers: Record<string, string>;
+
+  constructor(base: string, opts: UrlSourceOptions = {}) {
+    this.base = base.endsWith('/') ? base : base + '/';
+    this.id = 'url:' + this.base;
+    this.fetchFn = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    this.headers = opts.headers ?? {};
+  }
+
+  url(name: string): string {
+    return new URL(name, this.base).toString();
+  }
+
+  private async get(name: string, init: RequestInit = {}): Promise<Response> {
+    let res: Response;
+    try {
+      res = await this.fetchFn(this.url(name), { ...init, headers: { ...this.headers, ...(init.headers as Record<string, string>) } });
+    } catch (err) {
+      throw new ModelSourceError(name, `fetch ${this.url(name)} failed: ${(err as Error).message}; is the server reachable?`);
+    }
+    return res;
+  }
+
+  async readText(name: string): Promise<string | null> {
+    const res = await this.get(name);
+    if (res.status === 404) return null;
+    if (!res.ok) throw new ModelSourceError(name, `HTTP ${res.status} from ${this.url(name)}`);
+    return res.text();
+  }
+
+  async stat(name: string): Promise<FileStat | null> {
+    const res = await this.get(name, { method: 'HEAD' });
+    if (res.status === 404) return null;
+    if (!res.ok) throw new ModelSourceError(name, `HTTP ${res.status} from ${this.url(name)}`);
+    const len = Number(res.headers.get('content-length') ?? NaN);
+    const version = res.headers.get('etag') ?? res.headers.get('last-modified') ?? undefined;
+    return { byteLength: len, version };
+  }
+
+  async open(name: string): Promise<SourceFile> {
+    // Probe with a one-byte range: 206 tells us Range works and (Content-Range) the size.
+    const res = await this.get(name, { headers: { Range: 'bytes=0-0' } });
+    if (res.status === 404) throw new ModelSourceError(name, `not found at ${this.url(name)}`);
+    if (res.status === 206) {
+      await res.body?.cancel();
+      const total = Number(/\/(\d+)\s*$/.exec(res.headers.get('content-range') ?? '')?.[1] ?? NaN);
+      return new RangeFile(name, total, (range) => this.get(name, { headers: { Range: range } }));
+    }
+    if (res.status === 416) {
+      await res.body?.cancel();
+      return new RangeFile(name, 0, (range) => this.get(name, { headers: { Range: range } }));
+    }
+    if (!res.ok) throw new ModelSourceError(name, `HTTP ${res.status} from ${this.url(name)}`);
+    return new StreamFile(name, res, () => this.get(name));
+  }
+}
+
+class RangeFile implements SourceFile {
+  constructor(
+    readonly name: string,
+    readonly byteLength: number,
+    private readonly fetchRange: (range: string) => Promise<Response>,
+  ) {}
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (length === 0) return new Uint8Array(0);
+    if (Number.isFinite(this.byteLength) && offset + length > this.byteLength) {
+      throw new ShortReadError(this.name, offset, length, this.byteLength);
+    }
+    const res = await this.fetchRange(`bytes=${offset}-${offset + length - 1}`);
+    if (res.status !== 206 && res.status !== 200) throw new ModelSourceError(this.name, `HTTP ${res.status} for bytes ${offset}+${length}`);
+    const buf = new Uint8Array(await res.arrayBuffer());
+    if (res.status === 200) {
+      // Server switched to ignoring Range mid-load; take our slice from the full body.
+      if (buf.length < offset + length) throw new ShortReadError(this.name, offset, length, buf.length);
+      return buf.slice(offset, offset + length);
+    }
+    if (buf.length < length) throw new ShortReadError(this.name, offset, length, offset + buf.length);
+    return buf.length === length ? buf : buf.subarray(0, length);
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** A body read strictly forward; a backward read re-requests the file from the start. */
+class StreamFile implements SourceFile {
+  readonly byteLength: number;
+  private reader: ReadableStreamDefaultReader<Uint8Array>;
+  private pos = 0; // file offset of pending[0]
+  private pending: Uint8Array = new Uint8Array(0);
+
+  constructor(readonly name: string, res: Response, private readonly refetch: () => Promise<Response>) {
+    this.byteLength = Number(res.headers.get('content-length') ?? NaN);
+    this.reader = this.readerOf(res);
+  }
+
+  private readerOf(res: Response): ReadableStreamDefaultReader<Uint8Array> {
+    if (!res.body) throw new ModelSourceError(this.name, 'response has no body');
+    return res.body.getReader();
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (offset < this.pos) {
+      await this.reader.cancel();
+      const res = await this.refetch();
+      if (!res.ok) throw new ModelSourceError(this.name, `HTTP ${res.status} on re-request`);
+      this.reader = this.readerOf(res);
+      this.pos = 0;
+      this.pending = new Uint8Array(0);
+    }
+    const out = new Uint8Array(length);
+    let filled = 0;
+    while (filled < length) {
+      if (this.pending.length === 0) {
+        const { done, value } = await this.reader.read();
+        if (done) throw new ShortReadError(this.name, offset, length, this.pos);
+        this.pending = value;
+      }
+      const skip = Math.max(0, offset - this.pos);
+      if (skip >= this.pending.length) {
+        this.pos += this.pending.length;
+        this.pending = new Uint8Array(0);
+        continue;
+      }
+      const take = Math.min(this.pending.length - skip, length - filled);
+      out.set(this.pending.subarray(skip, skip + take), filled);
+      filled += take;
+      this.pos += skip + take;
+      this.pending = this.pending.subarray(skip + take);
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.reader.cancel().catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------- browser folder
+
+/**
+ * A folder picked in the browser (`<input webkitdirectory>` or showDirectoryPicker's
+ * files). Names are paths relative to the picked folder: the first path segment of
+ * webkitRelativePath is the folder itself and is dropped.
+ */
+export class FolderSource implements ModelSource {
+  readonly id: string;
+  readonly chunkBytes = 32 << 20;
+  private readonly files = new Map<string, File>();
+
+  constructor(files: Iterable<File>, folderName?: string) {
+    let first = '';
+    for (const f of files) {
+      const rel = (f as File & { webkitRelativePath?: string }).webkitRelativePath || f.name;
+      const parts = rel.split('/');
+      if (parts.length > 1) first ||= parts[0];
+      this.files.set(parts.length > 1 ? parts.slice(1).join('/') : rel, f);
+    }
+    this.id = 'folder:' + (folderName ?? first ?? 'picked');
+  }
+
+  names(): string[] {
+    return [...this.files.keys()];
+  }
+
+  async readText(name: string): Promise<string | null> {
+    const f = this.files.get(name);
+    return f ? f.text() : null;
+  }
+
+  async stat(name: string): Promise<FileStat | null> {
+    const f = this.files.get(name);
+    return f ? { byteLength: f.size, version: String(f.lastModified) } : null;
+  }
+
+  async open(name: string): Promise<SourceFile> {
+    const f = this.files.get(name);
+    if (!f) throw new ModelSourceError(name, `not in the picked folder (has: ${this.names().join(', ')})`);
+    return {
+      name,
+      byteLength: f.size,
+      async read(offset: number, length: number): Promise<Uint8Array> {
+        if (offset + length > f.size) throw new ShortReadError(name, offset, length, f.size);
+        return new Uint8Array(await f.slice(offset, offset + length).arrayBuffer());
+      },
+      async close(): Promise<void> {},
+    };
+  }
+}
+
+// ---------------------------------------------------------------- progress
+
+export interface LoadProgress {
+  /** File being read now. */
+  file: string;
+  /** Bytes read so far across all weight files of the model. */
+  loadedBytes: number;
+  /** Sum of the weight files' sizes (NaN if a server did not say). */
+  totalBytes: number;
+  bytesPerSec: number;
+  /** Seconds left at the current rate; NaN when unknown. */
+  etaSec: number;
+}
+
+export type ProgressFn = (p: LoadProgress) => void;
+
+/** Counts bytes as reads complete and reports rate and ETA, at most every `minIntervalMs`. */
+export class ProgressTracker {
+  private loaded = 0;
+  private readonly t0 = performance.now();
+  private lastEmit = -Infinity;
+
+  constructor(private readonly totalBytes: number, private readonly onProgress?: ProgressFn, private readonly minIntervalMs = 100) {}
+
+  add(file: string, bytes: number, force = false): void {
+    this.loaded += bytes;
+    if (!this.onProgress) return;
+    const now = performance.now();
+    if (!force && now - this.lastEmit < this.minIntervalMs && this.loaded < this.totalBytes) return;
+    this.lastEmit = now;
+    const sec = Math.max(1e-3, (now - this.t0) / 1000);
+    const bytesPerSec = this.loaded / sec;
+    const etaSec = Number.isFinite(this.totalBytes) && bytesPerSec > 0 ? Math.max(0, this.totalBytes - this.loaded) / bytesPerSec : NaN;
+    this.onProgress({ file, loadedBytes: this.loaded, totalBytes: this.totalBytes, bytesPerSec, etaSec });
+  }
+
+  get loadedBytes(): number {
+    return this.loaded;
+  }
+}
