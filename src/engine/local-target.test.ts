@@ -1,0 +1,94 @@
+// LocalTarget over the CPU reference: greedy generation and verification against a
+// no-cache oracle (full recompute each step), transcript/KV bookkeeping across partial
+// acceptances, pass counting, resume, and typed errors on bad input.
+
+import { describe, expect, it } from 'vitest';
+import { LocalTarget, TargetStateError } from './local-target.ts';
+import { VerifyInputError } from './accept.ts';
+import { SamplingParamsError } from './sampler.ts';
+import { greedyOracle, randomPrompts, tinyPair } from './spec-fixtures.ts';
+import type { SamplingParams } from './sampling.ts';
+
+const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+const pair = tinyPair({ seed: 11 });
+const vocab = pair.config.vocabSize;
+
+describe('LocalTarget, greedy', () => {
+  it('open + generate equal the no-cache oracle (5 prompts incl. length 1)', async () => {
+    const prompts = [[5], ...randomPrompts(4, vocab, 21)];
+    for (const prompt of prompts) {
+      const want = greedyOracle(pair.newTarget(), prompt, 12);
+      const t = new LocalTarget(pair.newTarget());
+      const { firstToken } = await t.open(prompt, GREEDY);
+      const streamed: number[] = [];
+      const rest = await t.generate(11, (x) => streamed.push(x));
+      expect([firstToken, ...rest], `prompt ${prompt}`).toEqual(want);
+      expect(streamed).toEqual(rest);
+      expect(t.targetPasses).toBe(12);
+      expect(t.transcript).toEqual([...prompt, ...want]);
+    }
+  });
+
+  it('verify accepts the oracle continuation, stops at a corrupted token, and stays consistent', async () => {
+    const prompt = [7, 300, 12, 999];
+    const want = greedyOracle(pair.newTarget(), prompt, 24);
+    const t = new LocalTarget(pair.newTarget());
+    const out = [(await t.open(prompt, GREEDY)).firstToken];
+    // a block of 4 correct tokens: all stand, the bonus is the 5th
+    let v = await t.verify(want.slice(1, 5));
+    expect(v.accepted).toBe(4);
+    out.push(...want.slice(1, 5), v.token);
+    // a block with its 3rd token wrong: 2 stand, the correction is the oracle's token
+    const block = want.slice(6, 10);
+    block[2] = (block[2] + 1) % vocab;
+    v = await t.verify(block);
+    expect(v.accepted).toBe(2);
+    out.push(...block.slice(0, 2), v.token);
+    // wrong from the first token, then an empty block (one plain decode step)
+    v = await t.verify([(want[out.length] + 5) % vocab, 1, 2]);
+    expect(v.accepted).toBe(0);
+    out.push(v.token);
+    v = await t.verify([]);
+    out.push(v.token);
+    expect(out).toEqual(want.slice(0, out.length));
+    // the rest by plain generation continues the same sequence (KV rolled back correctly)
+    out.push(...(await t.generate(24 - out.length)));
+    expect(out).toEqual(want);
+    expect(t.model.length).toBe(t.transcript.length - 1);
+  });
+
+  it('resume rebuilds a session from a transcript and continues identically', async () => {
+    const prompt = [42, 43];
+    const want = greedyOracle(pair.newTarget(), prompt, 10);
+    const t = new LocalTarget(pair.newTarget());
+    await t.resume([...prompt, ...want.slice(0, 4)], GREEDY);
+    expect(await t.generate(6)).toEqual(want.slice(4));
+    // resuming from the prompt alone: the next token is the first generated one
+    const u = new LocalTarget(pair.newTarget());
+    await u.resume(prompt, GREEDY);
+    expect((await u.verify([want[0]])).accepted).toBe(1);
+  });
+});
+
+describe('LocalTarget, errors', () => {
+  it('answers bad input with typed errors and keeps the session usable', async () => {
+    const t = new LocalTarget(pair.newTarget(64), { maxDraft: 8 });
+    await expect(t.verify([1])).rejects.toThrow(TargetStateError);
+    await expect(t.open([], GREEDY)).rejects.toThrow(VerifyInputError);
+    await expect(t.open([vocab], GREEDY)).rejects.toThrow(/outside the vocabulary/);
+    await expect(t.open([1], { ...GREEDY, topP: 2 })).rejects.toThrow(SamplingParamsError);
+    await t.open([1, 2, 3], GREEDY);
+    await expect(t.verify([1, -1])).rejects.toThrow(/outside the vocabulary/);
+    await expect(t.verify(new Array(9).fill(1))).rejects.toThrow(/exceeds the limit of 8/);
+    await expect(t.verify([1], undefined)).resolves.toBeDefined();
+    const sampled = new LocalTarget(pair.newTarget(64));
+    await sampled.open([1], { temperature: 1, topK: 0, topP: 1, seed: 1 });
+    await expect(sampled.verify([1, 2])).rejects.toThrow(/draft distribution/);
+    expect(sampled.targetPasses).toBe(1); // no pass spent on a refused block
+    // fill the context: 64 positions
+    await t.generate(64 - t.transcript.length);
+    await expect(t.verify([1])).rejects.toThrow(/context full/);
+    await t.close();
+    await expect(t.generate(1)).rejects.toThrow(TargetStateError);
+  });
+});
