@@ -64,3 +64,17 @@ export function wgslStructBytes(source: string, name: string): number {
   }
   return fields.length * 4;
 }
+
+/** x rounded to the nearest f16 (ties to even), as a number; the oracle for f16 storage. */
+export function f16Round(x: number): number {
+  if (!Number.isFinite(x) || x === 0) return x;
+  const a = Math.abs(x);
+  if (a >= 65520) return Math.sign(x) * Infinity;
+  const e = Math.max(-14, Math.floor(Math.log2(a)));
+  const q = 2 ** (e - 10);
+  const r = a / q;
+  const fl = Math.floor(r);
+  const diff = r - fl;
+  const m = diff > 0.5 ? fl + 1 : diff < 0.5 ? fl : fl % 2 === 0 ? fl : fl + 1;
+  return Math.sign(x) * m * q;
+}
