@@ -1,0 +1,84 @@
+"""`python3 -m duet_sidecar --model DIR [--backend torch|ttnn] [--port 0] ...`
+
+Loads the target, listens on host:port (0 = any free port) and prints one JSON line
+{"event": "listening", "host", "port", "protocol"} on stdout once it is ready to serve:
+the gateway's supervisor waits for that line. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+from . import PROTOCOL_VERSION
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="duet_sidecar", description="duet verifier sidecar (see server/sidecar/README.md)")
+    ap.add_argument("--model", required=True, help="HF model directory: config.json, *.safetensors, tokenizer.json")
+    ap.add_argument("--backend", choices=["torch", "ttnn"], default="torch")
+    ap.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; expose deliberately)")
+    ap.add_argument("--port", type=int, default=0, help="TCP port, 0 = any free port (printed on stdout)")
+    ap.add_argument("--device", default="auto", help="torch: auto | cpu | cuda | cuda:N")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="torch compute dtype; auto = float32 on CPU, bfloat16 on CUDA")
+    ap.add_argument("--max-batch", type=int, default=32, help="most sessions in one verify_batch")
+    ap.add_argument("--max-sessions", type=int, default=64, help="KV slots (open sessions)")
+    ap.add_argument("--max-context", type=int, default=2048, help="tokens per session")
+    ap.add_argument("--max-draft", type=int, default=64, help="most draft tokens in one verify block")
+    ap.add_argument("--prefill-chunk", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--ttnn-mesh", default="N150", help="ttnn: MESH_DEVICE (N150, N300, T3K)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    t0 = time.time()
+    import torch
+
+    from .config import load_config
+    from .engine import Engine
+    from .server import SidecarServer
+
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    cfg = load_config(a.model)
+    max_context = min(a.max_context, cfg.max_position_embeddings)
+    if a.backend == "torch":
+        from .safetensors_io import load_dir
+        from .torch_llama import TorchLlama
+
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+        dtype_name = a.dtype if a.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+        runner = TorchLlama(cfg, load_dir(a.model), device=device, dtype=getattr(torch, dtype_name),
+                            max_slots=a.max_sessions + 1, max_context=max_context)
+        dev_name = "cpu" if device == "cpu" else f"{device} {torch.cuda.get_device_name(torch.device(device))}"
+        device_desc = f"torch {torch.__version__} {dev_name} {dtype_name}"
+        max_batch = a.max_batch
+    else:
+        from .ttnn_backend import TtnnRunner
+
+        runner = TtnnRunner(a.model, cfg, max_batch=a.max_batch, max_context=max_context, mesh=a.ttnn_mesh)
+        device_desc = runner.device_desc
+        max_batch = runner.max_batch
+    engine = Engine(runner, max_batch=max_batch, max_draft=a.max_draft, prefill_chunk=a.prefill_chunk)
+    name = os.path.basename(os.path.normpath(a.model))
+    info = {"backend": a.backend, "model": name, "vocabSize": cfg.vocab_size, "maxContext": max_context,
+            "maxBatch": max_batch, "maxSessions": runner.max_slots - 1, "maxDraft": a.max_draft, "device": device_desc,
+            "eosTokenIds": list(cfg.eos_token_ids)}
+    server = SidecarServer(engine, info, tokenizer_path=os.path.join(a.model, "tokenizer.json"))
+    host, port = server.listen(a.host, a.port)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    print(f"duet_sidecar: {name} on {device_desc}, loaded in {time.time() - t0:.1f} s, listening on {host}:{port}", file=sys.stderr, flush=True)
+    print(json.dumps({"event": "listening", "host": host, "port": port, "protocol": PROTOCOL_VERSION}), flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
