@@ -1,0 +1,233 @@
+// Host side of the matmul kernels: out(m, rows) = x(m, cols) · Wᵀ for packed weights W in
+// every format (f32, f16, bf16, q8, q4; layout in src/engine/quantize.ts). Two paths:
+// matmul_gemv.wgsl for m = 1 (decode, bandwidth-bound) and matmul_tiled.wgsl for m > 1
+// (prefill, k+1 verify). Matrices larger than one storage binding are split into row chunks,
+// each its own buffer and its own dispatch. Activations are f32; offsets and strides are in
+// f32 elements (passed as uniforms, so they need no 256-byte binding alignment).
+
+import decodeSrc from './matmul_decode.wgsl?raw';
+import gemvSrc from './matmul_gemv.wgsl?raw';
+import gemvSubgroupsSrc from './matmul_gemv_subgroups.wgsl?raw';
+import tiledSrc from './matmul_tiled.wgsl?raw';
+import { type GpuContext, GpuOutOfMemoryError, ceilDiv, createComputePipeline } from './gpu.ts';
+import { type PackedMatrix, type WeightFormat, rowLayout } from './matmul-layout.ts';
+
+export { GROUP_SIZE, WEIGHT_FORMATS, packedByteLength, rowLayout } from './matmul-layout.ts';
+export type { PackedMatrix, WeightFormat } from './matmul-layout.ts';
+
+export class MatmulShapeError extends Error {
+  override name = 'MatmulShapeError';
+}
+
+/** Rows [rowStart, rowStart + rows) of a matrix, in one GPU buffer. */
+export interface WeightChunk {
+  buffer: GPUBuffer;
+  rowStart: number;
+  rows: number;
+}
+
+/** A packed matrix on the GPU (same layout as PackedMatrix.data, split by row ranges). */
+export interface GpuMatrix {
+  rows: number;
+  cols: number;
+  format: WeightFormat;
+  colsPadded: number;
+  rowWords: number;
+  scaleWordOffset: number;
+  chunks: WeightChunk[];
+  /** Total bytes of the weight buffers. */
+  byteLength: number;
+  destroy(): void;
+}
+
+export interface UploadOptions {
+  /** Split into chunks of at most this many bytes (default: the device's binding/buffer limits). Tests force tiny values. */
+  maxChunkBytes?: number;
+}
+
+/**
+ * Allocate the GPU buffers of a rows × cols matrix in `format`, unfilled; fill with
+ * writeMatrixRows. Lets a loader quantize and upload slab by slab without a full packed copy.
+ */
+export function allocateMatrix(ctx: GpuContext, rows: number, cols: number, format: WeightFormat, label: string, opts: UploadOptions = {}): GpuMatrix {
+  const { colsPadded, rowWords, scaleWordOffset } = rowLayout(cols, format);
+  const limit = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize, opts.maxChunkBytes ?? Infinity);
+  const rowBytes = rowWords * 4;
+  const rowsPerChunk = Math.floor(limit / rowBytes);
+  if (rowsPerChunk < 1) throw new GpuOutOfMemoryError(rowBytes, limit, `one row of ${label}`);
+  const chunks: WeightChunk[] = [];
+  for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
+    const n = Math.min(rowsPerChunk, rows - r0);
+    const buffer = ctx.device.createBuffer({
+      label: chunks.length || n < rows ? `${label}[${r0}:${r0 + n}]` : label,
+      size: n * rowBytes,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+    });
+    chunks.push({ buffer, rowStart: r0, rows: n });
+  }
+  return {
+    rows, cols, format, colsPadded, rowWords, scaleWordOffset, chunks,
+    byteLength: rows * rowBytes,
+    destroy: () => chunks.forEach((c) => c.buffer.destroy()),
+  };
+}
+
+/** Write packed rows [rowStart, rowStart + data.length / rowWords) into the matrix's chunks. */
+export function writeMatrixRows(ctx: GpuContext, m: GpuMatrix, rowStart: number, data: Uint32Array): void {
+  if (data.length % m.rowWords !== 0) throw new MatmulShapeError(`writeMatrixRows: ${data.length} words is not a whole number of ${m.rowWords}-word rows`);
+  const rowEnd = rowStart + data.length / m.rowWords;
+  if (rowStart < 0 || rowEnd > m.rows) throw new MatmulShapeError(`writeMatrixRows: rows ${rowStart}..${rowEnd} outside a ${m.rows}-row matrix`);
+  for (const c of m.chunks) {
+    const a = Math.max(rowStart, c.rowStart);
+    const b = Math.min(rowEnd, c.rowStart + c.rows);
+    if (a >= b) continue;
+    const src = data.subarray((a - rowStart) * m.rowWords, (b - rowStart) * m.rowWords);
+    ctx.device.queue.writeBuffer(c.buffer, (a - c.rowStart) * m.rowWords * 4, src.buffer, src.byteOffset, src.byteLength);
+  }
+}
+
+/** Upload a packed matrix (see src/engine/quantize.ts packMatrix). */
+export function uploadMatrix(ctx: GpuContext, packed: PackedMatrix, label: string, opts: UploadOptions = {}): GpuMatrix {
+  const m = allocateMatrix(ctx, packed.rows, packed.cols, packed.format, label, opts);
+  if (packed.rowWords !== m.rowWords || packed.data.length !== packed.rows * packed.rowWords) {
+    m.destroy();
+    throw new MatmulShapeError(`uploadMatrix(${label}): packed data does not match the ${packed.format} layout of ${packed.rows}×${packed.cols}; pack it with packMatrix`);
+  }
+  writeMatrixRows(ctx, m, 0, packed.data);
+  return m;
+}
+
+export interface MatmulArgs {
+  /** f32 output, token t, row r at out[outOffset + t * outStride + r]. */
+  out: GPUBuffer;
+  /** f32 input, token t, column k at x[xOffset + t * xStride + k]. */
+  x: GPUBuffer;
+  w: GpuMatrix;
+  outOffset?: number;
+  xOffset?: number;
+  /** Default w.rows. */
+  outStride?: number;
+  /** Default w.cols. */
+  xStride?: number;
+  /** Use the subgroup reduction in the GEMV (default: when the device has `subgroups`). */
+  subgroups?: boolean;
+  /** Threads per GEMV workgroup (tuning; default 64). */
+  gemvWorkgroupSize?: number;
+}
+
+export interface MatmulOp {
+  /**
+   * Record out = x · Wᵀ for m tokens into the caller's pass. m goes to this op's uniform
+   * buffers through queue.writeBuffer, so encode each op at most once per submission.
+   */
+  encode(pass: GPUComputePassEncoder, m: number): void;
+  /** Largest m the bound buffers can hold. */
+  maxM: number;
+  destroy(): void;
+}
+
+/** Byte size of the Params uniform (12 u32; mirrored by the WGSL struct). */
+export const MATMUL_PARAMS_BYTES = 48;
+
+/** The Params uniform of one chunk, as the WGSL struct lays it out. */
+export function matmulParams(w: GpuMatrix, c: WeightChunk, m: number, xOffset: number, xStride: number, outOffset: number, outStride: number): Uint32Array<ArrayBuffer> {
+  return new Uint32Array([
+    c.rows, w.cols, w.rowWords, w.scaleWordOffset,
+    m, xOffset, xStride, outOffset + c.rowStart,
+    outStride, Math.floor(w.cols / 32), Math.ceil(w.cols / 32), 0,
+  ]);
+}
+
+/** The WGSL of one kernel for one format: kernel text + the format's decoder. */
+export function matmulShaderCode(kind: 'gemv' | 'tiled', format: WeightFormat, subgroups: boolean): string {
+  const parts = decodeSrc.split(/^\/\/#fmt (\w+)\s*$/m);
+  const prelude = parts[0];
+  const i = parts.indexOf(format);
+  if (i < 1 || i % 2 !== 1) throw new MatmulShapeError(`no WGSL decoder for weight format "${format}"`);
+  let kernel = kind === 'gemv' ? gemvSrc : tiledSrc;
+  if (subgroups && kind === 'gemv') {
+    const tail = gemvSubgroupsSrc.split('\n').filter((l) => !l.startsWith('//')).join('\n');
+    kernel = 'enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n' +
+      kernel.replace(/\/\/#reduce[\s\S]*\/\/#end/, tail)
+        .replace('/*#sgargs*/', ', @builtin(subgroup_invocation_id) sgLane: u32, @builtin(subgroup_size) sgSize: u32');
+  }
+  return `${kernel}\n${prelude}\n${parts[i + 1]}`;
+}
+
+const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
+
+function getPipeline(ctx: GpuContext, kind: 'gemv' | 'tiled', format: WeightFormat, subgroups: boolean, wg: number): Promise<GPUComputePipeline> {
+  let cache = pipelineCache.get(ctx.device);
+  if (!cache) pipelineCache.set(ctx.device, (cache = new Map()));
+  const key = `${kind}/${format}/${subgroups ? 'sg' : 'core'}/${wg}`;
+  let p = cache.get(key);
+  if (!p) {
+    p = createComputePipeline(ctx, `matmul_${key}`, matmulShaderCode(kind, format, subgroups), kind === 'gemv' ? { WG: wg } : {});
+    cache.set(key, p);
+    p.catch(() => cache.delete(key));
+  }
+  return p;
+}
+
+/** Compile (or fetch from cache) the pipelines and build the op's uniforms and bind groups. */
+export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<MatmulOp> {
+  const { out, x, w } = args;
+  const outOffset = args.outOffset ?? 0;
+  const xOffset = args.xOffset ?? 0;
+  const outStride = args.outStride ?? w.rows;
+  const xStride = args.xStride ?? w.cols;
+  const subgroups = args.subgroups ?? ctx.hasSubgroups;
+  const wg = args.gemvWorkgroupSize ?? 64;
+  for (const [k, v] of Object.entries({ outOffset, xOffset, outStride, xStride, wg })) {
+    if (!Number.isInteger(v) || v < 0) throw new MatmulShapeError(`createMatmul: ${k} = ${v} must be a non-negative integer`);
+  }
+  if (outStride < w.rows || xStride < w.cols) throw new MatmulShapeError(`createMatmul: strides (out ${outStride}, x ${xStride}) smaller than the ${w.rows}×${w.cols} matrix`);
+  if (subgroups && !ctx.hasSubgroups) throw new MatmulShapeError('createMatmul: subgroups requested but the device has no `subgroups` feature');
+  if (wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new MatmulShapeError(`createMatmul: gemvWorkgroupSize ${wg} outside 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}`);
+  // Largest m whose last token still fits in both buffers.
+  const fit = (bufFloats: number, off: number, stride: number, len: number) => Math.floor((bufFloats - off - len) / stride) + 1;
+  const maxM = Math.min(fit(x.size / 4, xOffset, xStride, w.cols), fit(out.size / 4, outOffset, outStride, w.rows));
+  if (maxM < 1) {
+    throw new MatmulShapeError(`createMatmul(${w.chunks[0].buffer.label}): x (${x.size} B) or out (${out.size} B) cannot hold one token at the given offsets (x needs ${4 * (xOffset + w.cols)} B, out ${4 * (outOffset + w.rows)} B)`);
+  }
+  const [gemv, tiled] = await Promise.all([getPipeline(ctx, 'gemv', w.format, subgroups, wg), getPipeline(ctx, 'tiled', w.format, false, 64)]);
+  const chunks = w.chunks.map((c) => {
+    const uniform = ctx.device.createBuffer({ label: `${c.buffer.label}.params`, size: MATMUL_PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    const entries: GPUBindGroupEntry[] = [
+      { binding: 0, resource: { buffer: uniform } },
+      { binding: 1, resource: { buffer: c.buffer } },
+      { binding: 2, resource: { buffer: x } },
+      { binding: 3, resource: { buffer: out } },
+    ];
+    return {
+      chunk: c,
+      uniform,
+      gemvGroup: ctx.device.createBindGroup({ layout: gemv.getBindGroupLayout(0), entries }),
+      tiledGroup: ctx.device.createBindGroup({ layout: tiled.getBindGroupLayout(0), entries }),
+    };
+  });
+  let lastM = -1;
+  return {
+    maxM,
+    encode(pass, m) {
+      if (!Number.isInteger(m) || m < 1 || m > maxM) throw new MatmulShapeError(`matmul: m = ${m} tokens; the bound x/out buffers hold 1..${maxM}`);
+      if (m !== lastM) {
+        for (const c of chunks) ctx.device.queue.writeBuffer(c.uniform, 0, matmulParams(w, c.chunk, m, xOffset, xStride, outOffset, outStride));
+        lastM = m;
+      }
+      for (const c of chunks) {
+        if (m === 1) {
+          const n = ceilDiv(c.chunk.rows, 4);
+          pass.setPipeline(gemv);
+          pass.setBindGroup(0, c.gemvGroup);
+          pass.dispatchWorkgroups(Math.min(n, 65535), ceilDiv(n, 65535));
+        } else {
+          pass.setPipeline(tiled);
+          pass.setBindGroup(0, c.tiledGroup);
+          pass.dispatchWorkgroups(ceilDiv(c.chunk.rows, 64), ceilDiv(m, 8));
+        }
+      }
+    },
+    destroy: () => chunks.forEach((c) => c.uniform.destroy()),
+  };
+}
