@@ -1,11 +1,19 @@
-// rmsnorm.wgsl vs the CPU reference's rmsnorm (f64 accumulation): NMSE ≤ 1e-7, sentinels intact.
+// rmsnorm.wgsl vs plain TypeScript RMSNorm in f64 (the same math as engine/reference.ts, which
+// kernels may not import): NMSE ≤ 1e-7, sentinels intact.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rmsnorm } from '../engine/reference.ts';
 import { type GpuContext, requestDevice } from './gpu.ts';
 import { RMSNORM_PARAMS_BYTES, createRmsnorm, packRmsnormParams } from './rmsnorm.ts';
 import source from './rmsnorm.wgsl?raw';
 import { compare, randomF32 } from './testing.ts';
 import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+
+/** o = x / rms(x) * w for one row, in f64. */
+function rmsnorm(o: Float32Array, x: Float32Array, w: Float32Array, n: number, eps: number, xOff: number, oOff: number): void {
+  let ss = 0;
+  for (let i = 0; i < n; i++) ss += x[xOff + i] * x[xOff + i];
+  const scale = 1 / Math.sqrt(ss / n + eps);
+  for (let i = 0; i < n; i++) o[oOff + i] = x[xOff + i] * scale * w[i];
+}
 
 let ctx: GpuContext;
 beforeAll(async () => {
