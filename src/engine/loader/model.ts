@@ -101,7 +101,8 @@ export function parseGenerationConfig(raw: Record<string, unknown>, config: Llam
 /** Open a model: reads the small JSON files and every weights header, no tensor data yet. */
 export async function openModel(source: ModelSource, opts: OpenModelOptions = {}): Promise<OpenedModel> {
   if (opts.weights?.endsWith('.gguf')) {
-    throw new ModelSourceError(opts.weights, 'GGUF loading is not available yet');
+    const { openGgufModel } = await import('./gguf.ts');
+    return openGgufModel(source, opts.weights, opts);
   }
   const configJson = await readJson(source, 'config.json', true);
   const config = parseConfig(configJson, 'config.json');

@@ -1,0 +1,296 @@
+// GGUF input: metadata and tensor infos parsed by @huggingface/gguf (fed through our
+// ModelSource with a fetch shim, so local files, URLs and picked files all work), then
+// llama.cpp names/metadata mapped to HF names and a LlamaConfig, tensors dequantized
+// (F32, F16, BF16, Q8_0, Q4_0) to f32 one at a time, and llama.cpp's Q/K row permutation
+// (interleaved RoPE pairs) undone so the weights match HF's rotate_half layout exactly.
+
+import { gguf, type GGUFParseOutput } from '@huggingface/gguf';
+import { type LlamaConfig, ConfigError, parseConfig, ropeInvFreq } from '../config.ts';
+import { layerTensorNames } from '../weights.ts';
+import { ModelSourceError, WeightsFormatError } from './errors.ts';
+import { type GenerationConfig, type LoadedTensor, type OpenModelOptions, type OpenedModel, checkTensorSet, parseGenerationConfig } from './model.ts';
+import { type TensorInfo } from './safetensors.ts';
+import { type ModelSource, type SourceFile, ProgressTracker, ShortReadError } from './source.ts';
+
+/** ggml type id → [name, elements per block, bytes per block] */
+const GGML: Record<number, [string, number, number]> = {
+  0: ['F32', 1, 4],
+  1: ['F16', 1, 2],
+  2: ['Q4_0', 32, 18],
+  8: ['Q8_0', 32, 34],
+  30: ['BF16', 1, 2],
+};
+const GGML_NAMES: Record<number, string> = { 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K', 13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K' };
+
+/** llama.cpp tensor name → HF name (null: not a weight the forward needs). */
+export function hfName(ggufName: string): string | null {
+  const fixed: Record<string, string> = {
+    'token_embd.weight': 'model.embed_tokens.weight',
+    'output_norm.weight': 'model.norm.weight',
+    'output.weight': 'lm_head.weight',
+  };
+  if (ggufName in fixed) return fixed[ggufName];
+  const m = /^blk\.(\d+)\.(\w+)\.weight$/.exec(ggufName);
+  if (!m) return null;
+  const n = layerTensorNames(Number(m[1]));
+  const map: Record<string, string> = {
+    attn_norm: n.attnNorm, attn_q: n.wq, attn_k: n.wk, attn_v: n.wv, attn_output: n.wo,
+    ffn_norm: n.ffnNorm, ffn_gate: n.wGate, ffn_up: n.wUp, ffn_down: n.wDown,
+  };
+  return map[m[2]] ?? null;
+}
+
+/** A fetch that answers Range requests from a SourceFile, so the gguf parser reads through our sources. */
+function fetchShim(f: SourceFile): typeof fetch {
+  return (async (_url: string, init?: RequestInit) => {
+    const range = /bytes=(\d+)-(\d+)/.exec(String((init?.headers as Record<string, string> | undefined)?.Range ?? ''));
+    const start = range ? Number(range[1]) : 0;
+    const end = Math.min(range ? Number(range[2]) + 1 : f.byteLength, f.byteLength);
+    const body = start < end ? await f.read(start, end - start) : new Uint8Array(0);
+    return new Response(body as unknown as BodyInit, { status: 206, headers: { 'content-range': `bytes ${start}-${end - 1}/${f.byteLength}` } });
+  }) as typeof fetch;
+}
+
+type Meta = Record<string, unknown>;
+
+function metaNum(meta: Meta, file: string, key: string, fallback?: number): number {
+  const v = meta[key] ?? fallback;
+  const n = typeof v === 'bigint' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isFinite(n)) throw new ConfigError(file, key, `missing or not a number (${String(v)})`);
+  return shortestF32(n);
+}
+
+/** GGUF stores floats as f32 (1e-5 → 9.99999974e-6); recover the shortest decimal that rounds to it, as written in config.json. */
+function shortestF32(n: number): number {
+  if (Number.isInteger(n) || Math.fround(n) !== n) return n;
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(n.toPrecision(p));
+    if (Math.fround(d) === n) return d;
+  }
+  return n;
+}
+
+/** Map GGUF llama metadata to a HF-style config.json object (then parsed by parseConfig). */
+export function ggufConfigJson(meta: Meta, file: string, infos: GGUFParseOutput['tensorInfos'], ropeFactors: Float32Array | null): Record<string, unknown> {
+  const arch = meta['general.architecture'];
+  if (arch !== 'llama') throw new ConfigError(file, 'general.architecture', `unsupported ${JSON.stringify(arch)}; duet runs "llama" GGUF files`);
+  const embd = infos.find((t) => t.name === 'token_embd.weight');
+  if (!embd) throw new WeightsFormatError(file, 'token_embd.weight', 'missing tensor');
+  const hidden = metaNum(meta, file, 'llama.embedding_length');
+  const heads = metaNum(meta, file, 'llama.attention.head_count');
+  const tokens = meta['tokenizer.ggml.tokens'];
+  const json: Record<string, unknown> = {
+    model_type: 'llama',
+    hidden_size: hidden,
+    intermediate_size: metaNum(meta, file, 'llama.feed_forward_length'),
+    num_hidden_layers: metaNum(meta, file, 'llama.block_count'),
+    num_attention_heads: heads,
+    num_key_value_heads: metaNum(meta, file, 'llama.attention.head_count_kv', heads),
+    head_dim: metaNum(meta, file, 'llama.attention.key_length', metaNum(meta, file, 'llama.rope.dimension_count', hidden / heads)),
+    rms_norm_eps: metaNum(meta, file, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
+    rope_theta: metaNum(meta, file, 'llama.rope.freq_base', 10000),
+    max_position_embeddings: metaNum(meta, file, 'llama.context_length'),
+    vocab_size: metaNum(meta, file, 'llama.vocab_size', Array.isArray(tokens) ? tokens.length : Number(embd.shape[1])),
+    tie_word_embeddings: !infos.some((t) => t.name === 'output.weight'),
+    bos_token_id: meta['tokenizer.ggml.bos_token_id'] === undefined ? null : metaNum(meta, file, 'tokenizer.ggml.bos_token_id'),
+    eos_token_id: meta['tokenizer.ggml.eos_token_id'] === undefined ? null : metaNum(meta, file, 'tokenizer.ggml.eos_token_id'),
+  };
+  const scalingType = meta['llama.rope.scaling.type'];
+  if (scalingType !== undefined && scalingType !== 'none' && !ropeFactors) {
+    throw new ConfigError(file, 'llama.rope.scaling.type', `unsupported ${JSON.stringify(scalingType)}; duet implements llama3 scaling (rope_freqs.weight)`);
+  }
+  if (ropeFactors) json.rope_scaling = inferLlama3Scaling(json, ropeFactors, file);
+  return json;
+}
+
+/**
+ * llama.cpp stores llama3 RoPE scaling only as per-frequency divisors (rope_freqs.weight).
+ * Recover HF's rope_scaling: factor = the largest divisor; low/high/original from Llama 3's
+ * published values, then check that they reproduce every divisor (else refuse).
+ */
+function inferLlama3Scaling(json: Record<string, unknown>, factors: Float32Array, file: string): Record<string, unknown> {
+  const factor = Math.max(...factors);
+  const scaling = { rope_type: 'llama3', factor, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+  const cfg = parseConfig({ ...json, rope_scaling: scaling }, file);
+  const base = ropeInvFreq({ ...cfg, ropeScaling: null });
+  const scaled = ropeInvFreq(cfg);
+  for (let i = 0; i < factors.length; i++) {
+    const want = base[i] / scaled[i];
+    if (Math.abs(want - factors[i]) > 1e-3 * want) {
+      throw new ConfigError(file, 'rope_freqs.weight', `per-frequency factor ${i} = ${factors[i]} does not match llama3 scaling (factor ${factor}, low 1, high 4, original 8192 → ${want}); unsupported RoPE scaling`);
+    }
+  }
+  return scaling;
+}
+
+/** Byte size of a ggml tensor, or a typed error for unsupported types. */
+function ggmlBytes(file: string, name: string, type: number, numel: number, rowLen: number): number {
+  const t = GGML[type];
+  if (!t) {
+    throw new WeightsFormatError(file, name, `ggml type ${GGML_NAMES[type] ?? type} is not supported; duet reads F32, F16, BF16, Q8_0 and Q4_0 GGUF (re-quantize with llama-quantize, e.g. to Q8_0)`);
+  }
+  if (rowLen % t[1] !== 0) throw new WeightsFormatError(file, name, `row length ${rowLen} is not a multiple of the ${t[0]} block size ${t[1]}`);
+  return (numel / t[1]) * t[2];
+}
+
+/** Dequantize one ggml tensor's bytes into f32 (blocks run along rows). */
+export function dequantize(bytes: Uint8Array, type: number, numel: number): Float32Array {
+  const out = new Float32Array(numel);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const half = (o: number) => f16ToF32(dv.getUint16(o, true));
+  switch (GGML[type]?.[0]) {
+    case 'F32':
+      for (let i = 0; i < numel; i++) out[i] = dv.getFloat32(i * 4, true);
+      break;
+    case 'F16':
+      for (let i = 0; i < numel; i++) out[i] = half(i * 2);
+      break;
+    case 'BF16': {
+      const u = new Uint32Array(out.buffer);
+      for (let i = 0; i < numel; i++) u[i] = dv.getUint16(i * 2, true) << 16;
+      break;
+    }
+    case 'Q8_0':
+      for (let b = 0; b < numel / 32; b++) {
+        const d = half(b * 34);
+        for (let i = 0; i < 32; i++) out[b * 32 + i] = d * dv.getInt8(b * 34 + 2 + i);
+      }
+      break;
+    case 'Q4_0':
+      for (let b = 0; b < numel / 32; b++) {
+        const d = half(b * 18);
+        for (let j = 0; j < 16; j++) {
+          const q = bytes[b * 18 + 2 + j];
+          out[b * 32 + j] = d * ((q & 0x0f) - 8);
+          out[b * 32 + 16 + j] = d * ((q >> 4) - 8);
+        }
+      }
+      break;
+    default:
+      throw new Error(`dequantize: ggml type ${type}`);
+  }
+  return out;
+}
+
+function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  return e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** Undo convert_hf_to_gguf.py's permute(): row h*hd + 2i + j (llama.cpp) → h*hd + j*hd/2 + i (HF). */
+export function unpermuteQK(w: Float32Array, nHead: number, headDim: number, cols: number): Float32Array {
+  const out = new Float32Array(w.length);
+  const half = headDim / 2;
+  for (let h = 0; h < nHead; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const src = h * headDim + 2 * i + j;
+        const dst = h * headDim + j * half + i;
+        out.set(w.subarray(src * cols, (src + 1) * cols), dst * cols);
+      }
+    }
+  }
+  return out;
+}
+
+interface GgufTensor extends TensorInfo {
+  ggmlType: number;
+  ggufName: string;
+}
+
+export async function openGgufModel(source: ModelSource, file: string, opts: OpenModelOptions): Promise<OpenedModel> {
+  const f = await source.open(file);
+  try {
+    return await openGgufFile(source, f, opts);
+  } catch (err) {
+    await f.close();
+    throw err;
+  }
+}
+
+async function openGgufFile(source: ModelSource, f: SourceFile, opts: OpenModelOptions): Promise<OpenedModel> {
+  const file = f.name;
+  let parsed: GGUFParseOutput;
+  try {
+    parsed = await gguf(`https://gguf.invalid/${encodeURIComponent(file)}`, { fetch: fetchShim(f) });
+  } catch (err) {
+    if (err instanceof ModelSourceError) throw err;
+    throw new WeightsFormatError(file, '(header)', `not a readable GGUF file: ${(err as Error).message}`);
+  }
+  if (!parsed.littleEndian) throw new WeightsFormatError(file, '(header)', 'big-endian GGUF is not supported');
+  const meta = parsed.metadata as unknown as Meta;
+  const dataStart = Number(parsed.tensorDataOffset);
+  const tensors: GgufTensor[] = [];
+  let ropeFactors: Float32Array | null = null;
+  for (const t of parsed.tensorInfos) {
+    const ggmlShape = t.shape.map(Number);
+    const numel = ggmlShape.reduce((a, b) => a * b, 1);
+    const byteLength = ggmlBytes(file, t.name, t.dtype, numel, ggmlShape[0]);
+    const offset = dataStart + Number(t.offset);
+    if (offset + byteLength > f.byteLength) {
+      throw new WeightsFormatError(file, t.name, `data [${offset}, ${offset + byteLength}) runs past the end of the file (${f.byteLength} bytes): truncated download?`);
+    }
+    if (t.name === 'rope_freqs.weight') {
+      ropeFactors = dequantize(await f.read(offset, byteLength), t.dtype, numel);
+      continue;
+    }
+    const name = hfName(t.name);
+    if (name === null) throw new WeightsFormatError(file, t.name, 'unexpected tensor for a llama GGUF');
+    tensors.push({ name, ggufName: t.name, file, dtype: GGML[t.dtype][0], ggmlType: t.dtype, shape: [...ggmlShape].reverse(), offset, byteLength });
+  }
+  const configJson = ggufConfigJson(meta, file, parsed.tensorInfos, ropeFactors);
+  const config = parseConfig(configJson, file);
+  // checkTensorSet checks dtypes against safetensors' list; GGUF types were checked above.
+  const usable = checkTensorSet(config, tensors.map((t) => ({ ...t, dtype: 'F32' }))).map((u) => tensors.find((t) => t.name === u.name)!);
+  usable.sort((a, b) => a.offset - b.offset);
+  const stat = await source.stat(file);
+  const readJson = async (name: string): Promise<Record<string, unknown> | null> => {
+    const text = await source.readText(name);
+    if (text === null) return null;
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError(name, '(root)', `invalid JSON: ${(err as Error).message}`);
+    }
+  };
+  const genRaw = await readJson('generation_config.json');
+  const generationConfig: GenerationConfig = parseGenerationConfig(genRaw ?? {}, config);
+  const totalBytes = usable.reduce((a, t) => a + t.byteLength, 0);
+  return {
+    source,
+    format: 'gguf',
+    config,
+    configJson,
+    generationConfig,
+    // GGUF carries its vocabulary in metadata, not as tokenizer.json; use one shipped beside it.
+    tokenizerJson: await readJson('tokenizer.json'),
+    tokenizerConfig: await readJson('tokenizer_config.json'),
+    weightFiles: [{ name: file, byteLength: f.byteLength, version: stat?.version }],
+    tensorInfos: usable,
+    async *tensors(): AsyncIterable<LoadedTensor> {
+      const progress = new ProgressTracker(totalBytes, opts.onProgress);
+      for (const t of usable) {
+        let bytes: Uint8Array;
+        try {
+          bytes = await f.read(t.offset, t.byteLength);
+        } catch (err) {
+          if (err instanceof ShortReadError) throw new WeightsFormatError(file, t.ggufName, err.message.slice(file.length + 2));
+          throw err;
+        }
+        progress.add(file, t.byteLength);
+        const numel = t.shape.reduce((a, b) => a * b, 1);
+        let data = dequantize(bytes, t.ggmlType, numel);
+        const cols = t.shape[t.shape.length - 1];
+        if (t.ggufName.endsWith('.attn_q.weight')) data = unpermuteQK(data, config.numHeads, config.headDim, cols);
+        if (t.ggufName.endsWith('.attn_k.weight')) data = unpermuteQK(data, config.numKvHeads, config.headDim, cols);
+        yield { name: t.name, shape: t.shape, data };
+      }
+      progress.add(file, 0, true);
+    },
+    async close() {
+      await f.close();
+    },
+  };
+}
