@@ -1,0 +1,58 @@
+// Chat view end to end: text streams from the draft + target, stats and token provenance
+// render, Stop ends a run early, and a reload loads the draft from the IndexedDB cache.
+
+import { test, expect } from '@playwright/test';
+import { openApp, sendChat, setSetting, waitFor, watchConsole, expectNoConsoleErrors, snapshot } from './helpers.ts';
+
+test('chat produces text with stats and provenance colours', async ({ page }) => {
+  const watch = watchConsole(page);
+  const ready = await openApp(page);
+  expect(ready.draft.status).toBe('ready');
+  expect(ready.gateway.status).toBe('connected');
+  await setSetting(page, 'chat', 'maxTokens', '24');
+  await sendChat(page, 'In the beginning');
+  const s = await waitFor(page, `s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null`);
+  expect(s.chat.lastError).toBeNull();
+  expect(s.chat.lastText.trim().length).toBeGreaterThan(0);
+  expect(s.chat.lastStats!.tokens).toBeGreaterThan(0);
+  expect(s.chat.lastStats!.tokens).toBeLessThanOrEqual(24);
+  // Every generated token is accounted for by exactly one provenance.
+  const p = s.chat.provenance;
+  expect(p.draft + p.correction + p.bonus + p.target).toBe(s.chat.lastStats!.tokens);
+  expect(p.correction + p.bonus + p.target).toBeGreaterThan(0);
+
+  const msg = page.getByTestId('assistant-message').last();
+  await expect(msg).toHaveAttribute('data-state', 'done');
+  await expect(msg.locator('.tok')).toHaveCount(s.chat.lastStats!.tokens);
+  for (const label of ['TTFT', 'speed', 'acceptance', 'tokens/target pass', 'target passes']) await expect(msg.locator('.stat', { hasText: label })).toBeVisible();
+  await expect(page.getByRole('list', { name: 'Token colours' })).toBeVisible();
+  expectNoConsoleErrors(watch);
+});
+
+test('stop ends a long generation early', async ({ page }) => {
+  const watch = watchConsole(page);
+  await openApp(page);
+  await setSetting(page, 'chat', 'maxTokens', '2000');
+  await sendChat(page, 'And the LORD spake unto Moses, saying,');
+  await waitFor(page, `s.chat.running && (s.chat.lastStats?.tokens ?? 0) >= 3`);
+  await page.getByTestId('stop').click();
+  const s = await waitFor(page, `!s.chat.running`);
+  expect(s.chat.lastDone).toBe('stopped');
+  expect(s.chat.lastStats!.tokens).toBeLessThan(2000);
+  await expect(page.getByTestId('send')).toBeEnabled();
+  expectNoConsoleErrors(watch);
+});
+
+test('a reload loads the draft from the cache', async ({ page }) => {
+  const watch = watchConsole(page);
+  const first = await openApp(page);
+  expect(first.draft.status).toBe('ready');
+  await page.reload();
+  const second = await waitFor(page, `s.draft.status === 'ready' || s.draft.status === 'error'`);
+  expect(second.draft.status).toBe('ready');
+  expect(second.draft.fromCache).toBe(true);
+  await page.getByRole('tab', { name: 'Models' }).click();
+  await expect(page.getByTestId('cache-row').first()).toBeVisible();
+  expectNoConsoleErrors(watch);
+  void snapshot;
+});

@@ -1,0 +1,54 @@
+// Side-by-side view: at temperature 0 the speculative pane must show exactly the baseline
+// pane's text (the product's exactness promise), counters and charts render, JSON exports.
+
+import { test, expect } from '@playwright/test';
+import { readFile } from 'node:fs/promises';
+import { openApp, setSetting, waitFor, watchConsole, expectNoConsoleErrors } from './helpers.ts';
+
+for (const prompt of ['And God said, Let there be light', 'The LORD is my shepherd']) {
+  test(`greedy speculative text equals the baseline: "${prompt}"`, async ({ page }) => {
+    const watch = watchConsole(page);
+    await openApp(page, '', '#compare');
+    await page.getByText('Latency and sampling settings').click();
+    await setSetting(page, 'compare', 'temperature', '0');
+    await setSetting(page, 'compare', 'maxTokens', '40');
+    await page.getByLabel('Prompt for both runs').fill(prompt);
+    await page.getByTestId('compare-run').click();
+    const s = await waitFor(page, `s.compare.spec && s.compare.base && !s.compare.spec.running && !s.compare.base.running`);
+    expect(s.compare.spec!.error).toBeNull();
+    expect(s.compare.base!.error).toBeNull();
+    expect(s.compare.base!.tokens.length).toBeGreaterThan(0);
+    expect(s.compare.spec!.tokens).toEqual(s.compare.base!.tokens);
+    expect(s.compare.spec!.text).toBe(s.compare.base!.text);
+    await expect(page.getByTestId('spec-text')).toHaveText(s.compare.base!.text);
+    // Speculation used fewer target passes than tokens (baseline: one pass per token).
+    expect(s.compare.spec!.stats!.targetPasses).toBeLessThanOrEqual(s.compare.base!.stats!.targetPasses);
+    expect(s.compare.spec!.rounds).toBeGreaterThan(0);
+    expectNoConsoleErrors(watch);
+  });
+}
+
+test('counters, charts and JSON export render', async ({ page }) => {
+  const watch = watchConsole(page);
+  await openApp(page, '', '#compare');
+  await page.getByText('Latency and sampling settings').click();
+  await setSetting(page, 'compare', 'maxTokens', '24');
+  await page.getByLabel(/Injected network round trip/).fill('40');
+  await page.getByTestId('compare-run').click();
+  const s = await waitFor(page, `s.compare.spec && s.compare.base && !s.compare.spec.running && !s.compare.base.running`);
+  for (const id of ['spec-tokps', 'spec-ttft', 'spec-passes', 'base-tokps', 'base-ttft', 'base-passes']) await expect(page.getByTestId(id)).not.toHaveText('–');
+  await expect(page.getByTestId('speedup')).toContainText('×');
+  await expect(page.getByRole('img', { name: /Acceptance per round/ }).locator('rect')).not.toHaveCount(0);
+  await expect(page.getByRole('img', { name: /Histogram/ }).locator('rect')).not.toHaveCount(0);
+  // Every round draws at least one timeline segment (draft, network or verify).
+  expect(await page.getByRole('img', { name: /Timeline/ }).locator('rect').count()).toBeGreaterThanOrEqual(s.compare.spec!.rounds);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-json').click()]);
+  const report = JSON.parse(await readFile((await download.path())!, 'utf8'));
+  expect(report.settings.rttMs).toBe(40);
+  expect(report.speculative.tokens).toEqual(s.compare.spec!.tokens);
+  expect(report.speculative.rounds.length).toBe(s.compare.spec!.rounds);
+  const [png] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-png').click()]);
+  const bytes = await readFile((await png.path())!);
+  expect([...bytes.subarray(1, 4)].map((c) => String.fromCharCode(c)).join('')).toBe('PNG');
+  expectNoConsoleErrors(watch);
+});

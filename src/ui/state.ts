@@ -1,0 +1,122 @@
+// The app's state: one plain object the views read, changed only through update(), which
+// notifies subscribers. The test API (test-api.ts) exposes a snapshot of it to Playwright.
+
+import type { DraftInfo, GatewayInfo, LoadProgress, RunSettings, RunStats, TokenPiece, RoundTiming, UiError, DraftSource, Quant } from '../engine/worker-types.ts';
+
+export type Phase = LoadProgress['phase'];
+
+export interface DraftState {
+  status: 'idle' | 'loading' | 'ready' | 'error';
+  info: DraftInfo | null;
+  progress: Partial<Record<Phase, LoadProgress>>;
+  error: UiError | null;
+  source: DraftSource;
+  quant: Quant;
+}
+
+export interface GatewayState {
+  status: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'error';
+  info: GatewayInfo | null;
+  error: UiError | null;
+  url: string;
+  token: string;
+  detail: string;
+}
+
+export interface RunView {
+  runId: string;
+  running: boolean;
+  pieces: TokenPiece[];
+  text: string;
+  stats: RunStats | null;
+  rounds: RoundTiming[];
+  doneReason: 'eos' | 'max-tokens' | 'stopped' | null;
+  error: UiError | null;
+  status: string;
+}
+
+export interface ChatEntry {
+  role: 'user' | 'assistant';
+  content: string;
+  run: RunView | null;
+}
+
+export interface Notice {
+  id: string;
+  level: 'error' | 'warn' | 'info';
+  title: string;
+  text: string;
+  actions: { label: string; run: () => void }[];
+}
+
+export interface AppState {
+  view: 'chat' | 'compare' | 'models' | 'engine-check';
+  draft: DraftState;
+  gateway: GatewayState;
+  settings: RunSettings;
+  chat: ChatEntry[];
+  compare: { prompt: string; spec: RunView | null; base: RunView | null };
+  notices: Notice[];
+  /** Errors seen by the UI, newest last (the test API reads them). */
+  errors: UiError[];
+}
+
+export const DEFAULT_SETTINGS: RunSettings = {
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  seed: 42,
+  maxTokens: 64,
+  k: 4,
+  adaptive: true,
+  rttMs: 0,
+};
+
+export const state: AppState = {
+  view: 'chat',
+  draft: { status: 'idle', info: null, progress: {}, error: null, source: { kind: 'bundled' }, quant: 'none' },
+  gateway: { status: 'idle', info: null, error: null, url: '', token: '', detail: '' },
+  settings: { ...DEFAULT_SETTINGS },
+  chat: [],
+  compare: { prompt: '', spec: null, base: null },
+  notices: [],
+  errors: [],
+};
+
+type Listener = (s: AppState) => void;
+const listeners = new Set<Listener>();
+
+export function subscribe(fn: Listener): () => void {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
+
+let scheduled = false;
+/** Apply a change and re-render on the next frame (token bursts coalesce into one paint). */
+export function update(change?: (s: AppState) => void): void {
+  change?.(state);
+  if (scheduled) return;
+  scheduled = true;
+  queueMicrotask(() => {
+    scheduled = false;
+    for (const fn of listeners) fn(state);
+  });
+}
+
+export function newRunView(runId: string): RunView {
+  return { runId, running: true, pieces: [], text: '', stats: null, rounds: [], doneReason: null, error: null, status: '' };
+}
+
+export function notify(n: Omit<Notice, 'id'> & { id?: string }): void {
+  const id = n.id ?? `n${Date.now()}${Math.random().toString(36).slice(2, 6)}`;
+  update((s) => {
+    s.notices = s.notices.filter((x) => x.id !== id);
+    s.notices.push({ ...n, id });
+  });
+}
+
+export function dismiss(id: string): void {
+  update((s) => {
+    s.notices = s.notices.filter((x) => x.id !== id);
+  });
+}

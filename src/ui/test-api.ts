@@ -1,0 +1,34 @@
+// The typed test API (window.__duet) installed in ?test mode: Playwright specs read a
+// snapshot of the app state and wait on it instead of sleeping.
+
+import { state } from './state.ts';
+import type { DuetTestApi, DuetTestSnapshot, Provenance } from '../engine/worker-types.ts';
+
+declare global {
+  interface Window {
+    __duet?: DuetTestApi;
+  }
+}
+
+function snapshot(): DuetTestSnapshot {
+  const last = [...state.chat].reverse().find((m) => m.run)?.run ?? null;
+  const provenance: Record<Provenance, number> = { draft: 0, correction: 0, bonus: 0, target: 0 };
+  for (const p of last?.pieces ?? []) provenance[p.prov]++;
+  const pane = (r: typeof state.compare.spec) => r && {
+    running: r.running, text: r.text, tokens: r.pieces.map((p) => p.id), stats: r.stats, rounds: r.rounds.length, error: r.error, doneReason: r.doneReason,
+  };
+  const d = state.draft.info;
+  return structuredClone({
+    view: state.view,
+    draft: { status: state.draft.status, backend: d?.backend ?? null, fromCache: d?.fromCache ?? null, loadMs: d?.loadMs ?? null, fallbackReason: d?.fallbackReason ?? null },
+    gateway: { status: state.gateway.status, model: state.gateway.info?.model ?? null, detail: state.gateway.detail },
+    chat: { messages: state.chat.length, running: Boolean(last?.running), lastText: last?.text ?? '', lastStats: last?.stats ?? null, lastError: last?.error ?? null, lastDone: last?.doneReason ?? null, provenance },
+    compare: { spec: pane(state.compare.spec), base: pane(state.compare.base) },
+    errors: state.errors,
+    notices: state.notices.map((n) => ({ level: n.level, title: n.title })),
+  });
+}
+
+export function installTestApi(): void {
+  window.__duet = { snapshot };
+}
