@@ -116,7 +116,7 @@ class SidecarServer:
                 conn.send({"id": rid, "ok": True, "sessions": len(self.engine.sessions), "uptimeS": round(time.time() - self.started, 3),
                            "forwardPasses": self.engine.forward_passes})
             elif op in ("open", "verify_batch", "generate", "close", "logits", "tokenizer"):
-                self.model_thread.submit(self._model_op, conn, rid, op, h, payload)
+                self._submit(self._model_op, conn, rid, op, h, payload)
             else:
                 raise errors.UnknownOp(f"unknown op {op!r}; this sidecar serves hello, info, health, open, verify_batch, generate, close, logits, tokenizer")
         except errors.SidecarError as e:
@@ -165,7 +165,7 @@ class SidecarServer:
                 done.append(self.engine.step(sid))
                 if stream:
                     conn.send({"id": rid, "event": "token", "token": done[-1]})
-                self.model_thread.submit(self._generate_step, conn, rid, sid, n, done, stream)
+                self._submit(self._generate_step, conn, rid, sid, n, done, stream)
             else:
                 conn.send({"id": rid, "ok": True, "tokens": done})
         except errors.SidecarError as err:
@@ -173,6 +173,12 @@ class SidecarServer:
         except Exception as err:
             traceback.print_exc(file=self.log)
             conn.send_error(rid, errors.SidecarError(f"{type(err).__name__}: {err}"))
+
+    def _submit(self, fn, *args) -> None:
+        try:
+            self.model_thread.submit(fn, *args)
+        except RuntimeError:  # shutting down: nothing left to serve
+            pass
 
     @staticmethod
     def _sid(h: dict) -> str:
@@ -207,7 +213,7 @@ class SidecarServer:
             except OSError:
                 pass
             # free this connection's sessions on the model thread, after its queued ops
-            self.model_thread.submit(self.engine.close_owner, conn)
+            self._submit(self.engine.close_owner, conn)
 
     def listen(self, host: str, port: int) -> tuple[str, int]:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
