@@ -97,11 +97,16 @@ export function uploadMatrix(ctx: GpuContext, packed: PackedMatrix, label: strin
   return m;
 }
 
+/** A whole buffer, or a range of one (offset 256-byte aligned; element offsets need no alignment). */
+export type Buf = GPUBuffer | GPUBufferBinding;
+const asBinding = (b: Buf): GPUBufferBinding => ('buffer' in b ? b : { buffer: b });
+const bindingBytes = (b: GPUBufferBinding): number => b.size ?? b.buffer.size - (b.offset ?? 0);
+
 export interface MatmulArgs {
-  /** f32 output, token t, row r at out[outOffset + t * outStride + r]. */
-  out: GPUBuffer;
-  /** f32 input, token t, column k at x[xOffset + t * xStride + k]. */
-  x: GPUBuffer;
+  /** f32 output, token t, row r at out[outOffset + t * outStride + r] (indices within the binding). */
+  out: Buf;
+  /** f32 input, token t, column k at x[xOffset + t * xStride + k] (indices within the binding). */
+  x: Buf;
   w: GpuMatrix;
   outOffset?: number;
   xOffset?: number;
@@ -171,7 +176,9 @@ function getPipeline(ctx: GpuContext, kind: 'gemv' | 'tiled', format: WeightForm
 
 /** Compile (or fetch from cache) the pipelines and build the op's uniforms and bind groups. */
 export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<MatmulOp> {
-  const { out, x, w } = args;
+  const { w } = args;
+  const out = asBinding(args.out);
+  const x = asBinding(args.x);
   const outOffset = args.outOffset ?? 0;
   const xOffset = args.xOffset ?? 0;
   const outStride = args.outStride ?? w.rows;
@@ -186,9 +193,11 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   if (wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new MatmulShapeError(`createMatmul: gemvWorkgroupSize ${wg} outside 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}`);
   // Largest m whose last token still fits in both buffers.
   const fit = (bufFloats: number, off: number, stride: number, len: number) => Math.floor((bufFloats - off - len) / stride) + 1;
-  const maxM = Math.min(fit(x.size / 4, xOffset, xStride, w.cols), fit(out.size / 4, outOffset, outStride, w.rows));
+  const xBytes = bindingBytes(x);
+  const outBytes = bindingBytes(out);
+  const maxM = Math.min(fit(Math.floor(xBytes / 4), xOffset, xStride, w.cols), fit(Math.floor(outBytes / 4), outOffset, outStride, w.rows));
   if (maxM < 1) {
-    throw new MatmulShapeError(`createMatmul(${w.chunks[0].buffer.label}): x (${x.size} B) or out (${out.size} B) cannot hold one token at the given offsets (x needs ${4 * (xOffset + w.cols)} B, out ${4 * (outOffset + w.rows)} B)`);
+    throw new MatmulShapeError(`createMatmul(${w.chunks[0].buffer.label}): x (${xBytes} B) or out (${outBytes} B) cannot hold one token at the given offsets (x needs ${4 * (xOffset + w.cols)} B, out ${4 * (outOffset + w.rows)} B)`);
   }
   const [gemv, tiled] = await Promise.all([getPipeline(ctx, 'gemv', w.format, subgroups, wg), getPipeline(ctx, 'tiled', w.format, false, 64)]);
   const chunks = w.chunks.map((c) => {
@@ -196,8 +205,8 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
     const entries: GPUBindGroupEntry[] = [
       { binding: 0, resource: { buffer: uniform } },
       { binding: 1, resource: { buffer: c.buffer } },
-      { binding: 2, resource: { buffer: x } },
-      { binding: 3, resource: { buffer: out } },
+      { binding: 2, resource: x },
+      { binding: 3, resource: out },
     ];
     return {
       chunk: c,

@@ -1,0 +1,219 @@
+// matmul_{gemv,tiled}.wgsl vs an f64 CPU matmul, for every weight format. The weights are
+// random *packed bits* decoded here by a plain bit-level decoder written from the layout in
+// src/engine/quantize.ts (kernels may not import engine; the engine-side quantize.test.ts
+// runs packMatrix → GPU against dequantize). Bound: NMSE ≤ 1e-7 (the oracle sees exactly the
+// weights the GPU sees; only f32 summation order differs). Shapes include 1, primes and
+// non-multiples of 4 / 32 / 64; outputs sit between sentinels; x gaps hold NaN.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type GpuContext, requestDevice } from './gpu.ts';
+import { MATMUL_PARAMS_BYTES, MatmulShapeError, type WeightFormat, allocateMatrix, createMatmul, matmulParams, uploadMatrix, writeMatrixRows } from './matmul.ts';
+import { type PackedMatrix, WEIGHT_FORMATS, rowLayout } from './matmul-layout.ts';
+import gemvSource from './matmul_gemv.wgsl?raw';
+import tiledSource from './matmul_tiled.wgsl?raw';
+import { compare, randomF32 } from './testing.ts';
+import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+
+/** Deterministic u32 stream (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+}
+
+const f32v = new Float32Array(1);
+const u32v = new Uint32Array(f32v.buffer);
+const bitsToF32 = (u: number): number => ((u32v[0] = u), f32v[0]);
+const halfToF32 = (h: number): number => {
+  const e = (h >>> 10) & 31;
+  const m = h & 1023;
+  const v = e === 0 ? m * 2 ** -24 : (1 + m / 1024) * 2 ** (e - 15);
+  return h & 0x8000 ? -v : v;
+};
+/** A random normal f16 in about ±[2^-6, 2^2) (no subnormals, inf or NaN). */
+const randHalf = (r: () => number): number => (r() & 0x8000) | ((9 + (r() % 8)) << 10) | (r() & 1023);
+/** A random bf16 / f32 exponent in the same range. */
+const randBf16 = (r: () => number): number => (r() & 0x8000) | ((121 + (r() % 8)) << 7) | (r() & 127);
+
+/** Random packed rows × cols matrix (padding columns zero, as the packer writes them) and its f64 decode. */
+function randomPacked(rows: number, cols: number, format: WeightFormat, seed: number): { packed: PackedMatrix; w: Float64Array } {
+  const { colsPadded, rowWords, scaleWordOffset } = rowLayout(cols, format);
+  const r = rng(seed);
+  const data = new Uint32Array(rows * rowWords);
+  const w = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    const base = i * rowWords;
+    const scales: number[] = [];
+    if (format === 'q8' || format === 'q4') {
+      for (let g = 0; g < colsPadded / 32; g++) {
+        const h = randHalf(r);
+        scales.push(halfToF32(h));
+        data[base + scaleWordOffset + (g >> 1)] |= h << (16 * (g & 1));
+      }
+    }
+    for (let c = 0; c < cols; c++) {
+      let v: number;
+      switch (format) {
+        case 'f32': {
+          const bits = ((r() & 0x80000000) | ((121 + (r() % 8)) << 23) | (r() & 0x7fffff)) >>> 0;
+          data[base + c] = bits;
+          v = bitsToF32(bits);
+          break;
+        }
+        case 'f16':
+        case 'bf16': {
+          const h = format === 'f16' ? randHalf(r) : randBf16(r);
+          data[base + (c >> 1)] |= h << (16 * (c & 1));
+          v = format === 'f16' ? halfToF32(h) : bitsToF32(h << 16);
+          break;
+        }
+        case 'q8': {
+          const q = (r() % 255) - 127;
+          data[base + (c >> 2)] |= (q & 0xff) << (8 * (c & 3));
+          v = q * scales[c >> 5];
+          break;
+        }
+        case 'q4': {
+          const q = r() & 15;
+          data[base + (c >> 3)] |= q << (4 * (c & 7));
+          v = (q - 8) * scales[c >> 5];
+          break;
+        }
+      }
+      w[i * cols + c] = v;
+    }
+  }
+  return { packed: { rows, cols, format, colsPadded, rowWords, scaleWordOffset, data }, w };
+}
+
+/** out[t, r] = sum_k x[xOff + t*xStride + k] * w[r, k], in f64. */
+function cpuMatmul(x: Float32Array, w: Float64Array, m: number, rows: number, cols: number, xOff: number, xStride: number): Float64Array {
+  const out = new Float64Array(m * rows);
+  for (let t = 0; t < m; t++) {
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let k = 0; k < cols; k++) s += x[xOff + t * xStride + k] * w[r * cols + k];
+      out[t * rows + r] = s;
+    }
+  }
+  return out;
+}
+
+/** x for m tokens at offset xOff with stride xStride; everything outside the live slices is NaN. */
+function nanPaddedX(m: number, cols: number, xOff: number, xStride: number, seed: number): Float32Array {
+  const x = new Float32Array(xOff + m * xStride + 7).fill(NaN);
+  const live = randomF32(m * cols, seed);
+  for (let t = 0; t < m; t++) x.set(live.subarray(t * cols, (t + 1) * cols), xOff + t * xStride);
+  return x;
+}
+
+let ctx: GpuContext;
+beforeAll(async () => {
+  ctx = await requestDevice();
+});
+afterAll(() => ctx?.device.destroy());
+
+interface Case { rows: number; cols: number; m: number; subgroups?: boolean; maxChunkBytes?: number; xGap?: number; xOff?: number }
+
+async function check(format: WeightFormat, c: Case, seed: number): Promise<number> {
+  const { rows, cols, m } = c;
+  const { packed, w } = randomPacked(rows, cols, format, seed);
+  const xOff = c.xOff ?? 3;
+  const xStride = cols + (c.xGap ?? 5);
+  const x = nanPaddedX(m, cols, xOff, xStride, seed + 1);
+  const out = sentinelBuffer(ctx, m * rows);
+  const gw = uploadMatrix(ctx, packed, `w_${format}`, { maxChunkBytes: c.maxChunkBytes });
+  const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, x), w: gw, xOffset: xOff, xStride, subgroups: c.subgroups ?? false });
+  await runPass(ctx, (pass) => op.encode(pass, m));
+  const { words, broken } = await out.read();
+  const got = new Float32Array(words.buffer);
+  const cmp = compare(got, cpuMatmul(x, w, m, rows, cols, xOff, xStride), 1e-7, `${format} ${rows}x${cols} m=${m}`);
+  expect(broken, 'overwritten sentinels').toBe(0);
+  expect(cmp.ok, cmp.summary).toBe(true);
+  op.destroy();
+  gw.destroy();
+  return gw.chunks.length;
+}
+
+const SHAPES: [number, number][] = [[1, 1], [37, 65], [257, 96], [3, 300], [130, 33]];
+const MS = [1, 2, 5, 17];
+
+describe('matmul', () => {
+  it('uniform packer matches the WGSL struct', () => {
+    expect(wgslStructBytes(gemvSource.replace(/\/\/.*$/gm, ''), 'Params')).toBe(MATMUL_PARAMS_BYTES);
+    expect(wgslStructBytes(tiledSource, 'Params')).toBe(MATMUL_PARAMS_BYTES);
+    const gw = allocateMatrix(ctx, 5, 40, 'q4', 'w');
+    expect(matmulParams(gw, gw.chunks[0], 1, 0, 40, 0, 5).byteLength).toBe(MATMUL_PARAMS_BYTES);
+    gw.destroy();
+  });
+
+  for (const format of WEIGHT_FORMATS) {
+    it(`${format}: every shape × m ∈ {${MS}} (GEMV for m = 1, tiled otherwise), core WGSL`, async () => {
+      let seed = 100;
+      for (const [rows, cols] of SHAPES) for (const m of MS) await check(format, { rows, cols, m }, seed++);
+    });
+
+    it(`${format}: GEMV with the subgroup reduction (where the adapter has subgroups)`, async (t) => {
+      if (!ctx.hasSubgroups) t.skip();
+      let seed = 300;
+      for (const [rows, cols] of [...SHAPES, [64, 2048] as [number, number]]) await check(format, { rows, cols, m: 1, subgroups: true }, seed++);
+    });
+
+    it(`${format}: a matrix split into row chunks (forced tiny binding limit)`, async () => {
+      const rowBytes = rowLayout(200, format).rowWords * 4;
+      for (const m of [1, 5]) {
+        const chunks = await check(format, { rows: 61, cols: 200, m, maxChunkBytes: rowBytes * 13 }, 500 + m);
+        expect(chunks).toBe(5); // 13 + 13 + 13 + 13 + 9 rows
+      }
+    });
+  }
+
+  it('Llama-shaped q4 block: 512 × 2048, m = 1 and 5, no gaps in x', async () => {
+    for (const m of [1, 5]) await check('q4', { rows: 512, cols: 2048, m, xGap: 0, xOff: 0 }, 700 + m);
+  });
+
+  it('the same op re-encoded with a different m uses the new m', async () => {
+    const rows = 37;
+    const cols = 65;
+    const { packed, w } = randomPacked(rows, cols, 'q8', 9);
+    const x = randomF32(5 * cols, 10);
+    const out = sentinelBuffer(ctx, 5 * rows);
+    const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, x), w: uploadMatrix(ctx, packed, 'w') });
+    for (const m of [5, 1, 2]) {
+      await runPass(ctx, (pass) => op.encode(pass, m));
+      const got = new Float32Array((await out.read()).words.buffer).subarray(0, m * rows);
+      const cmp = compare(got, cpuMatmul(x, w, m, rows, cols, 0, cols), 1e-7, `m=${m}`);
+      expect(cmp.ok, cmp.summary).toBe(true);
+    }
+  });
+
+  it('writeMatrixRows fills a matrix slab by slab across chunk borders', async () => {
+    const { packed, w } = randomPacked(29, 70, 'q4', 21);
+    const gw = allocateMatrix(ctx, 29, 70, 'q4', 'w', { maxChunkBytes: packed.rowWords * 4 * 8 });
+    for (let r = 0; r < 29; r += 6) writeMatrixRows(ctx, gw, r, packed.data.subarray(r * packed.rowWords, Math.min(29, r + 6) * packed.rowWords));
+    const x = randomF32(70, 22);
+    const out = sentinelBuffer(ctx, 29);
+    const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, x), w: gw });
+    await runPass(ctx, (pass) => op.encode(pass, 1));
+    const cmp = compare(new Float32Array((await out.read()).words.buffer), cpuMatmul(x, w, 1, 29, 70, 0, 70), 1e-7);
+    expect(cmp.ok, cmp.summary).toBe(true);
+  });
+
+  it('bad shapes are typed errors before dispatch', async () => {
+    const { packed } = randomPacked(8, 16, 'f16', 1);
+    const gw = uploadMatrix(ctx, packed, 'w');
+    const x = upload(ctx, new Float32Array(16 * 3));
+    const out = upload(ctx, new Float32Array(8 * 2));
+    const op = await createMatmul(ctx, { out, x, w: gw });
+    expect(op.maxM).toBe(2);
+    expect(() => op.encode({} as GPUComputePassEncoder, 3)).toThrow(MatmulShapeError);
+    expect(() => op.encode({} as GPUComputePassEncoder, 0)).toThrow(MatmulShapeError);
+    await expect(createMatmul(ctx, { out, x, w: gw, outOffset: 9 })).rejects.toThrow(MatmulShapeError);
+    await expect(createMatmul(ctx, { out, x, w: gw, xStride: 15 })).rejects.toThrow(MatmulShapeError);
+    expect(() => uploadMatrix(ctx, { ...packed, rowWords: 4 }, 'bad')).toThrow(MatmulShapeError);
+    expect(() => writeMatrixRows(ctx, gw, 7, packed.data.subarray(0, 2 * packed.rowWords))).toThrow(MatmulShapeError);
+  });
+});
