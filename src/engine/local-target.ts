@@ -20,6 +20,8 @@ export class TargetStateError extends Error {
 export interface LocalTargetOptions {
   /** Largest verify block accepted (draft tokens per verify). */
   maxDraft?: number;
+  /** The acceptance rule; only tests replace it (with a deliberately broken one, to show the statistical test has power). */
+  rule?: typeof acceptBlock;
 }
 
 const now = (): number => globalThis.performance.now();
@@ -27,6 +29,7 @@ const now = (): number => globalThis.performance.now();
 export class LocalTarget implements TargetLink {
   readonly model: CausalLM;
   readonly maxDraft: number;
+  private readonly rule: typeof acceptBlock;
   private tokens: number[] = [];
   private params: SamplingParams | null = null;
   private rng: Rng = new Rng(0, STREAM_TARGET);
@@ -36,6 +39,7 @@ export class LocalTarget implements TargetLink {
   constructor(model: CausalLM, opts: LocalTargetOptions = {}) {
     this.model = model;
     this.maxDraft = opts.maxDraft ?? 16;
+    this.rule = opts.rule ?? acceptBlock;
   }
 
   get targetPasses(): number {
@@ -104,7 +108,7 @@ export class LocalTarget implements TargetLink {
   applyVerify(logits: Float32Array, draft: readonly number[], draftDists: readonly SparseDist[] | undefined, verifyMs: number): Verdict {
     this.checkOpen();
     const params = this.params as SamplingParams;
-    const { accepted, token } = acceptBlock(logits, this.model.config.vocabSize, draft, draftDists, params, this.rng);
+    const { accepted, token } = this.rule(logits, this.model.config.vocabSize, draft, draftDists, params, this.rng);
     this.passes++;
     for (let i = 0; i < accepted; i++) this.tokens.push(draft[i]);
     this.tokens.push(token);

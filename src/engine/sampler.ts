@@ -58,6 +58,15 @@ export class Rng {
     if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1; // the all-zero state is a fixed point
   }
 
+  /**
+   * A generator for one position of a sequence: seeded with seed XOR imul(pos + 1, 0x85ebca6b)
+   * (a bijection of pos, so positions of one session never share a seed) on the given stream.
+   * The draft uses this so its draw for a position does not depend on how many drafts came before.
+   */
+  static forPosition(seed: number, stream: number, pos: number): Rng {
+    return new Rng((seed ^ Math.imul(pos + 1, 0x85ebca6b)) >>> 0, stream);
+  }
+
   /** Next 32-bit output as an unsigned integer. */
   nextU32(): number {
     const result = Math.imul(rotl(Math.imul(this.s1, 5), 7), 9) >>> 0;

@@ -1,0 +1,147 @@
+// Greedy exactness of the speculative controller in-process: for 20 prompts × k ∈ {1, 2, 4, 8}
+// and adaptive k, with and without pipelining, the output equals target-only greedy output
+// (LocalTarget.generate, itself checked against a no-cache oracle in local-target.test.ts).
+// The draft is the target plus 5% weight noise, so acceptance is partial and rejections,
+// corrections and rollbacks are exercised. Also: stopping rules, provenance, the k model.
+
+import { beforeAll, describe, expect, it } from 'vitest';
+import { LocalTarget } from './local-target.ts';
+import { DelayedLink, KController, baseline, speculate } from './speculative.ts';
+import { greedyOracle, randomPrompts, tinyPair } from './spec-fixtures.ts';
+import type { SamplingParams } from './sampling.ts';
+
+const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+const pair = tinyPair({ seed: 5, noise: 0.05, config: { vocabSize: 257, hiddenSize: 48, intermediateSize: 97, numHeads: 6, numKvHeads: 2, headDim: 8 } });
+const vocab = pair.config.vocabSize;
+const N = 24;
+
+describe('speculative greedy == target-only greedy', () => {
+  const prompts = randomPrompts(20, vocab, 101, 12);
+  const settings: { name: string; k?: number; adaptive?: boolean }[] = [
+    { name: 'k=1', k: 1 }, { name: 'k=2', k: 2 }, { name: 'k=4', k: 4 }, { name: 'k=8', k: 8 }, { name: 'adaptive', adaptive: true },
+  ];
+  const wants: number[][] = [];
+  beforeAll(async () => {
+    for (const p of prompts) wants.push((await baseline(new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: N })).tokens);
+  });
+
+  it('target-only baseline agrees with the no-cache oracle on the first prompts', () => {
+    expect(wants.every((w) => w.length === N)).toBe(true);
+    for (let i = 0; i < 3; i++) expect(wants[i], `prompt ${i}`).toEqual(greedyOracle(pair.newTarget(), prompts[i], N));
+  });
+
+  for (const pipeline of [false, true]) {
+    it(`20 prompts × {k 1, 2, 4, 8, adaptive}, pipelining ${pipeline ? 'on' : 'off'}`, async () => {
+      let drafted = 0;
+      let accepted = 0;
+      let rejections = 0;
+      let hits = 0;
+      for (const s of settings) {
+        for (const [i, p] of prompts.entries()) {
+          // pipelining needs a verdict that takes a while to come back: 4 ms of injected round trip
+          const link = pipeline ? new DelayedLink(new LocalTarget(pair.newTarget()), 4) : new LocalTarget(pair.newTarget());
+          const r = await speculate(pair.newDraft(), link, p, { params: GREEDY, maxTokens: N, k: s.k, adaptive: s.adaptive, pipeline });
+          expect(r.tokens, `prompt ${i} ${s.name}`).toEqual(wants[i]);
+          expect(r.stopReason).toBe('max-tokens');
+          expect(r.stats.targetPasses).toBe(r.stats.rounds + 1);
+          if (!s.adaptive) expect(r.kHistory.every((k) => k <= s.k!)).toBe(true);
+          drafted += r.stats.draftedTokens;
+          accepted += r.stats.acceptedTokens;
+          rejections += r.provenance.filter((x) => x === 'correction').length;
+          hits += r.stats.pipelineHits;
+        }
+      }
+      // the draft is imperfect: both outcomes happen many times
+      expect(accepted / drafted).toBeGreaterThan(0.3);
+      expect(accepted / drafted).toBeLessThan(0.95);
+      expect(rejections).toBeGreaterThan(100);
+      if (pipeline) expect(hits).toBeGreaterThan(20);
+    });
+  }
+});
+
+describe('controller behaviour', () => {
+  it('stops at eos exactly where target-only decoding does, and labels provenance', async () => {
+    const p = [3, 1, 4, 1, 5];
+    const want = (await baseline(new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: N })).tokens;
+    const eos = want[9];
+    const cut = want.slice(0, want.indexOf(eos) + 1);
+    const events: string[] = [];
+    const r = await speculate(pair.newDraft(), new LocalTarget(pair.newTarget()), p, {
+      params: GREEDY, maxTokens: N, k: 3, eosTokenIds: [eos], onToken: (e) => events.push(`${e.index}:${e.token}:${e.provenance}`),
+    });
+    expect(r.stopReason).toBe('eos');
+    expect(r.tokens).toEqual(cut);
+    expect(events.length).toBe(cut.length);
+    expect(r.provenance[0]).toBe('first');
+    expect(r.provenance.slice(1).every((x) => x === 'draft' || x === 'correction' || x === 'bonus')).toBe(true);
+    const b = await baseline(new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: N, eosTokenIds: [eos] });
+    expect(b.tokens).toEqual(cut);
+  });
+
+  it('counts stats consistently and stops on abort', async () => {
+    const p = [9, 8, 7];
+    const r = await speculate(pair.newDraft(), new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: 40, k: 4 });
+    const s = r.stats;
+    expect(r.tokens.length).toBe(40);
+    expect(s.draftedTokens).toBe(r.kHistory.reduce((a, b) => a + b, 0));
+    expect(s.acceptanceRate).toBeCloseTo(s.acceptedTokens / s.draftedTokens, 12);
+    expect(s.tokensPerTargetPass).toBeCloseTo(40 / s.targetPasses, 12);
+    // every round yields accepted + 1 tokens; the last round may be cut by maxTokens
+    expect(1 + s.acceptedTokens + s.rounds).toBeGreaterThanOrEqual(40);
+    expect(s.wallMs).toBeGreaterThan(0);
+    const ac = new AbortController();
+    const a = await speculate(pair.newDraft(), new LocalTarget(pair.newTarget()), p, {
+      params: GREEDY, maxTokens: 40, k: 2, signal: ac.signal, onToken: (e) => e.index === 5 && ac.abort(),
+    });
+    expect(a.stopReason).toBe('abort');
+    expect(a.tokens.length).toBeLessThan(10);
+    expect(a.tokens).toEqual(r.tokens.slice(0, a.tokens.length));
+  });
+});
+
+describe('KController', () => {
+  it('E(k) is the sum of α^i for i = 0..k', () => {
+    const c = new KController(8);
+    for (const a of [0, 0.3, 0.8, 0.999]) {
+      for (let k = 1; k <= 8; k++) {
+        let s = 0;
+        for (let i = 0; i <= k; i++) s += a ** i;
+        expect(c.expectedTokens(k, a)).toBeCloseTo(s, 9);
+      }
+    }
+    expect(c.expectedTokens(4, 1)).toBe(5);
+  });
+
+  it('fits V(k) = a + b (k + 1) from observations', () => {
+    const c = new KController(8);
+    for (let i = 0; i < 40; i++) {
+      const k = 1 + (i % 8);
+      c.observeRound(k, 1, 10 + 3 * (k + 1), 10 + 3 * (k + 1));
+    }
+    const { a, b } = c.verifyModel();
+    expect(a).toBeCloseTo(10, 6);
+    expect(b).toBeCloseTo(3, 6);
+  });
+
+  it('drafts long blocks when acceptance is high and rounds are expensive, short ones otherwise', () => {
+    const feed = (alphaHits: boolean, roundMs: number, verifyMs: number, draftMs: number): KController => {
+      const c = new KController(8);
+      for (let i = 0; i < 30; i++) {
+        const k = 1 + (i % 8);
+        c.observeRound(k, alphaHits ? k : 0, roundMs, verifyMs);
+        c.observeDraft(draftMs);
+      }
+      return c;
+    };
+    // all accepted, 50 ms round trips, 1 ms drafts, flat verify → longest block
+    expect(feed(true, 55, 5, 1).best()).toBe(8);
+    // nothing accepted, drafts cost as much as the round → k = 1
+    expect(feed(false, 10, 10, 10).best()).toBe(1);
+    const c = feed(true, 55, 5, 1);
+    expect(c.alpha).toBeGreaterThan(0.9);
+    // choose() probes kInit, kInit / 2, then follows the model
+    const fresh = new KController(8);
+    expect([fresh.choose(), fresh.choose()]).toEqual([4, 2]);
+  });
+});
