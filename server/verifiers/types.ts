@@ -43,8 +43,13 @@ export interface Verifier {
   /**
    * Start a session: prefill the prompt (at least one token). Resolves with the target's
    * first token (sampled with `sampling`), so the first token costs one target pass.
+   * Resume (a client reconnecting with its transcript): `resume` holds the tokens generated
+   * after the prompt (>= 1), the last of which the target has not run. Prefill
+   * prompt + resume[:-1], sample nothing, and resolve with firstToken = resume[resume.length-1];
+   * the next verify then continues the transcript exactly. The target RNG for a resumed
+   * sampled session restarts from a stream derived from (seed, transcript length).
    */
-  open(sessionId: string, promptTokens: number[], sampling: SamplingParams): Promise<{ firstToken: number }>;
+  open(sessionId: string, promptTokens: number[], sampling: SamplingParams, resume?: number[]): Promise<{ firstToken: number }>;
   /** One target pass over every request's k + 1 positions (batched where the backend can). */
   verifyBatch(requests: VerifyRequest[]): Promise<VerifyResult[]>;
   /** Baseline: n tokens from the target alone, one pass each; onToken streams them. */

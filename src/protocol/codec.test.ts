@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeClientFrame, decodeServerFrame, decodeVerify, encodeJson, encodeVerify, errorMessage, type Limits } from './codec.ts';
 import { ProtocolError, type ErrorCode } from './errors.ts';
-import { PROTOCOL_VERSION, type ServerMessage, type VerifyMsg } from './messages.ts';
+import { PROTOCOL_VERSION, type ClientMessage, type ServerMessage, type VerifyMsg } from './messages.ts';
 import { mulberry32 } from '../engine/weights.ts';
 
 const limits: Limits = { vocabSize: 1031, maxBlock: 16, maxContext: 512 };
@@ -107,7 +107,7 @@ describe('JSON control messages', () => {
   const sampling = { temperature: 0.7, topK: 40, topP: 0.9, seed: 42 };
 
   it('round-trips every client message', () => {
-    const msgs = [
+    const msgs: Exclude<ClientMessage, VerifyMsg>[] = [
       { type: 'hello', protocol: PROTOCOL_VERSION, tokenizerHash: 'abc', token: 's3cret', client: 'test' },
       { type: 'hello', protocol: PROTOCOL_VERSION, tokenizerHash: 'abc' },
       { type: 'open', session: 3, prompt: [1, 2, 1030], sampling, mode: 'speculative' },
@@ -115,7 +115,7 @@ describe('JSON control messages', () => {
       { type: 'generate', session: 4, n: 17 },
       { type: 'close', session: 4 },
       { type: 'ping', t: 12.5 },
-    ] as const;
+    ];
     for (const m of msgs) expect(decodeClientFrame(encodeJson(m), false, limits)).toEqual(m);
     // text frames may arrive as bytes (ws hands Buffers to the server)
     expect(decodeClientFrame(new TextEncoder().encode(encodeJson(msgs[5])), false, limits)).toEqual(msgs[5]);
