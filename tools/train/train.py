@@ -1,0 +1,231 @@
+#!/usr/bin/python3
+"""Train the bundled tiny draft/target pair on the KJV Bible and export it in HF format.
+
+  /usr/bin/python3 tools/train/train.py all --out public/models     # everything, resumable
+
+Stages (each also a subcommand): data -> tokenizer -> target -> draft -> export -> report.
+Work files (token streams, checkpoints) live in --work (default /tmp/duet-train); rerunning a
+stage resumes from its last checkpoint unless --fresh is given. See tools/train/README.md."""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bpe  # noqa: E402
+import corpus  # noqa: E402
+import export  # noqa: E402
+from model import Config, Llama  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VOCAB = 4096
+CTX = 512
+TARGET = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=8,
+              num_key_value_heads=2, head_dim=32)
+DRAFT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=32)
+CHAT_EVERY = 10  # chapters with index % 10 < 3 are rendered as a chat turn
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def model_config(shape):
+    return Config(vocab_size=VOCAB, max_position_embeddings=CTX, **shape)
+
+
+# ---------------------------------------------------------------- data + tokenizer
+
+def render(tok, i, chapter):
+    """Token ids of one training document."""
+    text = corpus.chapter_text(chapter)
+    if i % CHAT_EVERY < 3:
+        s = ("<|start_header_id|>user<|end_header_id|>\n\n" + corpus.chapter_title(chapter)
+             + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n" + text + "<|eot_id|>")
+        return tok.encode(s, bos=True)
+    return tok.encode(text, bos=True) + [tok.eos]
+
+
+def stage_data(a):
+    os.makedirs(a.work, exist_ok=True)
+    chapters = corpus.load_chapters()
+    train, held = corpus.split(chapters)
+    log(f"{len(chapters)} chapters: {len(train)} train, {len(held)} held out")
+    merges = bpe.train([corpus.chapter_title(c) + "\n" + corpus.chapter_text(c) for c in train], VOCAB)
+    tok = bpe.Tokenizer(merges)
+    assert len(tok) == VOCAB, len(tok)
+    tok_dir = os.path.join(a.work, "tokenizer")
+    os.makedirs(tok_dir, exist_ok=True)
+    tok.save(tok_dir, CTX)
+    stream = []
+    for i, c in enumerate(train):
+        stream += render(tok, i, c)
+    torch.save(torch.tensor(stream, dtype=torch.int16), os.path.join(a.work, "train.pt"))
+    held_docs = [tok.encode(corpus.chapter_text(c), bos=True) for c in held]
+    torch.save(held_docs, os.path.join(a.work, "heldout.pt"))
+    # Prompts for acceptance measurements: the first verse of each held-out chapter.
+    prompts = [{"ref": corpus.chapter_title(c) + ":1", "text": c[2][0]} for c in held]
+    with open(os.path.join(a.work, "heldout-prompts.json"), "w") as f:
+        json.dump(prompts, f, indent=1)
+    log(f"train stream {len(stream)} tokens; held-out {sum(map(len, held_docs))} tokens in {len(held_docs)} docs")
+    write_tokenizer_fixture(tok, held, os.path.join(HERE, "fixtures", "tokenizer-ids.json"))
+
+
+def write_tokenizer_fixture(tok, held, path):
+    samples = [corpus.chapter_text(c)[:400] for c in held[:6]]
+    samples += ["In the beginning God created the heaven and the earth.",
+                "  two  spaces,\ttab\nnewline\n\nand   runs   of spaces   ",
+                "Numbers 3:16 and 144000; it's they'll we've I'm you'd 'tis", "",
+                "Psalms 23<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nThe LORD",
+                "under_score & punctuation!? (parens) [brackets] {braces} ---"]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"note": "ids from tools/train/bpe.py (no BOS); regenerate with train.py data",
+                   "samples": [{"text": s, "ids": tok.encode(s)} for s in samples]}, f, indent=1)
+
+
+def load_tok(a):
+    return bpe.Tokenizer.load(os.path.join(a.work, "tokenizer"))
+
+
+# ---------------------------------------------------------------- training
+
+def lr_at(step, total, peak, warmup):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def train_loop(a, name, shape, teacher=None):
+    torch.manual_seed(a.seed)
+    stream = torch.load(os.path.join(a.work, "train.pt")).long()
+    m = Llama(model_config(shape))
+    opt = torch.optim.AdamW(m.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    ckpt = os.path.join(a.work, f"{name}.ckpt")
+    step = 0
+    g = torch.Generator().manual_seed(a.seed + (1 if teacher else 0))
+    if os.path.exists(ckpt) and not a.fresh:
+        st = torch.load(ckpt)
+        m.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        g.set_state(st["rng"])
+        log(f"{name}: resumed at step {step}")
+    log(f"{name}: {m.num_params()} params, {a.steps} steps of {a.batch}x{a.seq} tokens")
+    t0, last_ckpt = time.time(), time.time()
+    while step < a.steps:
+        starts = torch.randint(0, len(stream) - a.seq - 1, (a.batch,), generator=g)
+        xy = torch.stack([stream[s:s + a.seq + 1] for s in starts.tolist()])
+        x, y = xy[:, :-1], xy[:, 1:]
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, a.steps, a.lr, a.warmup)
+        logits = m(x)
+        ce = F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
+        if teacher is not None:
+            with torch.no_grad():
+                t_logp = F.log_softmax(teacher(x), -1)
+            # forward KL(target || draft), DistillSpec's FKL: pushes the draft's mass onto the
+            # target's likely tokens, which is what greedy and sampled acceptance reward
+            kl = F.kl_div(F.log_softmax(logits, -1).reshape(-1, VOCAB), t_logp.reshape(-1, VOCAB),
+                          log_target=True, reduction="batchmean")
+            loss = a.kl_weight * kl + (1 - a.kl_weight) * ce
+        else:
+            kl, loss = None, ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 10 == 0 or step == a.steps:
+            el = time.time() - t0
+            log(f"{name} step {step}/{a.steps} ce {ce.item():.3f}" + (f" kl {kl.item():.3f}" if kl is not None else "")
+                + f" lr {opt.param_groups[0]['lr']:.2e} {el:.0f}s")
+        if time.time() - last_ckpt > a.ckpt_minutes * 60 or step == a.steps:
+            torch.save({"model": m.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
+                        "config": m.c.to_dict()}, ckpt + ".tmp")
+            os.replace(ckpt + ".tmp", ckpt)
+            last_ckpt = time.time()
+            log(f"{name}: checkpoint at step {step}")
+    return m
+
+
+def load_model(a, name, shape):
+    m = Llama(model_config(shape))
+    m.load_state_dict(torch.load(os.path.join(a.work, f"{name}.ckpt"))["model"])
+    return m.eval()
+
+
+def stage_target(a):
+    train_loop(a, "target", TARGET)
+
+
+def stage_draft(a):
+    teacher = load_model(a, "target", TARGET)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    train_loop(a, "draft", DRAFT, teacher=teacher)
+
+
+# ---------------------------------------------------------------- export + report
+
+def stage_export(a):
+    tok_dir = os.path.join(a.work, "tokenizer")
+    os.makedirs(a.out, exist_ok=True)
+    for name, shape, dtype in [("target", TARGET, "bf16"), ("draft", DRAFT, "f16")]:
+        m = load_model(a, name, shape)
+        d = os.path.join(a.out, f"tiny-{name}")
+        export.write_model_dir(m, d, dtype, tok_dir)
+        m2 = export.load_rounded(m, dtype)  # what the exported file holds, back in f32
+        tokens = bpe.Tokenizer.load(tok_dir).encode("And God said, Let there be light", bos=True)[:11]
+        export.write_logits_fixture(m2, tokens, os.path.join(HERE, "fixtures", f"{name}-logits.json"), d)
+        log(f"exported {d}")
+    with open(os.path.join(a.work, "heldout-prompts.json")) as f:
+        prompts = json.load(f)
+    with open(os.path.join(a.out, "heldout-prompts.json"), "w") as f:
+        json.dump({"note": "first verse of each held-out KJV chapter (every 50th chapter); never trained on",
+                   "prompts": prompts}, f, indent=1)
+
+
+def stage_report(a):
+    import report
+    report.run(a)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["all", "data", "target", "draft", "export", "report"])
+    p.add_argument("--out", default=os.path.join(HERE, "..", "..", "public", "models"))
+    p.add_argument("--work", default="/tmp/duet-train")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--target-steps", type=int, default=700)
+    p.add_argument("--draft-steps", type=int, default=500)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--ckpt-minutes", type=float, default=3.0)
+    p.add_argument("--kl-weight", type=float, default=0.8)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    random.seed(a.seed)
+    stages = ["data", "target", "draft", "export", "report"] if a.stage == "all" else [a.stage]
+    for s in stages:
+        if s == "data" and a.stage == "all" and os.path.exists(os.path.join(a.work, "train.pt")) and not a.fresh:
+            continue
+        a.steps = a.target_steps if s == "target" else a.draft_steps
+        a.lr = 3e-3 if s == "target" else 4e-3
+        a.warmup = 30
+        log(f"== {s}")
+        globals()[f"stage_{s}"](a)
+
+
+if __name__ == "__main__":
+    main()
