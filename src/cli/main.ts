@@ -5,6 +5,7 @@ type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
   logits: { summary: 'logits of a model at given tokens (cpu|webgpu)', load: async () => (await import('./logits.ts')).run },
+  bench: { summary: 'benchmarks (suite: kernels), JSON out', load: async () => (await import('./bench.ts')).run },
 };
 
 function usage(): string {
