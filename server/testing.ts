@@ -33,8 +33,8 @@ export async function startTestGateway(opts: Partial<GatewayOptions> & { pair?: 
   };
 }
 
-export function remote(gw: Gateway | string, extra: Partial<RemoteTargetOptions> = {}): RemoteTarget {
-  return new RemoteTarget({ url: typeof gw === 'string' ? gw : gw.wsUrl, tokenizerHash: TEST_TOKENIZER_HASH, ...extra });
+export function remote(gw: Gateway | string | (() => string), extra: Partial<RemoteTargetOptions> = {}): RemoteTarget {
+  return new RemoteTarget({ url: typeof gw === 'object' ? gw.wsUrl : gw, tokenizerHash: TEST_TOKENIZER_HASH, ...extra });
 }
 
 /** A raw socket that collects the gateway's decoded messages and lets a test wait for one. */
