@@ -19,7 +19,7 @@ export function engine(): Comlink.Remote<DuetWorkerApi> {
 
 export function reportError(err: UiError, actions: { label: string; run: () => void }[] = []): void {
   update((s) => s.errors.push(err));
-  notify({ id: `err-${err.code}`, level: 'error', title: titleOf(err), text: `${err.message} ${err.hint}`.trim(), actions });
+  notify({ id: `err-${err.code}`, level: 'error', title: titleOf(err), text: err.message, hint: err.hint, actions });
 }
 
 function titleOf(err: UiError): string {

@@ -10,7 +10,7 @@ export const COLORS = { draft: '#22a06b', network: '#9aa5b1', verify: '#8a5cd6',
 
 const W = 360;
 const H = 170;
-const PAD = { l: 30, r: 8, t: 10, b: 24 };
+const PAD = { l: 38, r: 8, t: 10, b: 24 };
 
 function frame(title: string): SVGElement {
   return s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title, xmlns: 'http://www.w3.org/2000/svg', width: W, height: H });
@@ -20,10 +20,11 @@ function text(x: number, y: number, str: string, anchor = 'middle'): SVGElement 
   return s('text', { x, y, 'text-anchor': anchor, fill: COLORS.text, 'font-size': 10, 'font-family': 'system-ui, sans-serif' }, str);
 }
 
-function axes(svg: SVGElement, yMax: number, yLabel: (v: number) => string): void {
+function axes(svg: SVGElement, yMax: number, yLabel: (v: number) => string, integer = false): void {
   const y0 = H - PAD.b;
   svg.append(s('line', { x1: PAD.l, y1: y0, x2: W - PAD.r, y2: y0, stroke: COLORS.axis }));
-  for (const f of [0, 0.5, 1]) {
+  // Counts get a middle tick only where it is a whole number.
+  for (const f of integer && yMax % 2 !== 0 ? [0, 1] : [0, 0.5, 1]) {
     const y = y0 - f * (y0 - PAD.t);
     svg.append(s('line', { x1: PAD.l, y1: y, x2: W - PAD.r, y2: y, stroke: COLORS.axis, 'stroke-dasharray': f === 0 ? '' : '2 3', 'stroke-width': 0.6 }));
     svg.append(text(PAD.l - 4, y + 3, yLabel(f * yMax), 'end'));
@@ -63,7 +64,7 @@ export function histogramChart(rounds: RoundTiming[]): SVGElement {
   const counts = new Array<number>(kMax + 1).fill(0);
   for (const r of rounds) counts[r.accepted]++;
   const top = Math.max(1, ...counts);
-  axes(svg, top, (v) => String(Math.round(v)));
+  axes(svg, top, (v) => String(Math.round(v)), true);
   if (rounds.length === 0) return placeholder(svg, 'no rounds yet');
   const y0 = H - PAD.b;
   const bw = (W - PAD.l - PAD.r) / counts.length;
@@ -81,8 +82,8 @@ export function histogramChart(rounds: RoundTiming[]): SVGElement {
 export function timelineChart(rounds: RoundTiming[]): SVGElement {
   const rows = Math.max(1, rounds.length);
   const rowH = Math.max(3, Math.min(14, 220 / rows));
-  const height = Math.max(H, PAD.t + rows * rowH + PAD.b);
-  const width = W * 2;
+  const width = 960;
+  const height = Math.max(110, PAD.t + rows * rowH + PAD.b);
   const svg = s('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'Timeline of each round: draft, network, verify', xmlns: 'http://www.w3.org/2000/svg', width, height });
   if (rounds.length === 0) {
     svg.append(text(width / 2, height / 2, 'no rounds yet'));

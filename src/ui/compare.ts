@@ -189,8 +189,9 @@ export function compareView(root: HTMLElement): void {
       const parts = [['draft (browser)', sum((r) => r.draftMs), COLORS.draft], ['network + queue', sum((r) => r.networkMs), COLORS.network], ['verify (target)', sum((r) => r.verifyMs), COLORS.verify]] as const;
       const total = Math.max(1e-9, parts.reduce((a, p) => a + p[1], 0));
       totals.replaceChildren(...parts.map(([label, ms, color]) => h('div', { class: 'progress' },
-        h('div', { class: 'label' }, h('span', {}, h('i', { style: `display:inline-block;width:.7rem;height:.7rem;border-radius:2px;margin-right:.35rem;background:${color}` }), label), h('span', { class: 'mono' }, rounds.length ? `${ms.toFixed(0)} ms · ${Math.round((ms / total) * 100)}%` : '–')),
-        h('progress', { max: 1, value: rounds.length ? ms / total : 0, 'aria-label': label }))));
+        h('div', { class: 'label' }, h('span', {}, h('i', { class: 'key', style: `background:${color}` }), label), h('span', { class: 'mono' }, rounds.length ? `${ms.toFixed(0)} ms · ${Math.round((ms / total) * 100)}%` : '–')),
+        h('div', { class: 'bar', role: 'meter', 'aria-label': label, 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': rounds.length ? Math.round((ms / total) * 100) : 0 },
+          h('span', { style: `width:${rounds.length ? (ms / total) * 100 : 0}%;background:${color}` })))));
     }
   }
   subscribe(render);

@@ -62,7 +62,7 @@ function renderStatus(): void {
 function renderNotices(): void {
   document.getElementById('notices')!.replaceChildren(...state.notices.map((n) =>
     h('div', { class: `notice ${n.level}`, role: n.level === 'error' ? 'alert' : 'status', 'data-testid': `notice-${n.level}` },
-      h('div', { class: 'body' }, h('strong', {}, n.title), h('span', {}, n.text)),
+      h('div', { class: 'body' }, h('strong', {}, n.title), h('span', {}, n.text), n.hint ? h('span', { class: 'hint' }, n.hint) : null),
       h('div', { class: 'actions' },
         ...n.actions.map((a) => h('button', { class: 'btn', type: 'button', onclick: () => { dismiss(n.id); a.run(); } }, a.label)),
         h('button', { class: 'btn', type: 'button', 'aria-label': `Dismiss: ${n.title}`, onclick: () => dismiss(n.id) }, '✕')))));

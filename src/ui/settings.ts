@@ -10,11 +10,11 @@ type NumKey = 'temperature' | 'topP' | 'topK' | 'seed' | 'maxTokens' | 'k';
 interface NumSpec { key: NumKey; label: string; min: number; max: number; step: number; help: string }
 
 const SPECS: NumSpec[] = [
-  { key: 'temperature', label: 'Temperature', min: 0, max: 2, step: 0.05, help: '0 = greedy: the output equals the target alone, token for token' },
+  { key: 'temperature', label: 'Temperature', min: 0, max: 2, step: 0.05, help: '0 = greedy' },
   { key: 'topP', label: 'Top-p', min: 0.05, max: 1, step: 0.05, help: '1 = off' },
   { key: 'topK', label: 'Top-k', min: 0, max: 1000, step: 1, help: '0 = off' },
-  { key: 'seed', label: 'Seed', min: 0, max: 2 ** 31 - 1, step: 1, help: 'same seed, same output' },
-  { key: 'maxTokens', label: 'Max tokens', min: 1, max: 2048, step: 1, help: 'tokens to generate' },
+  { key: 'seed', label: 'Seed', min: 0, max: 2 ** 31 - 1, step: 1, help: 'same seed, same text' },
+  { key: 'maxTokens', label: 'Max tokens', min: 1, max: 2048, step: 1, help: 'per reply' },
 ];
 
 /** Listeners that keep every settings form in sync when one changes. */
@@ -39,7 +39,7 @@ function numberField(prefix: string, spec: NumSpec): HTMLElement {
     },
   });
   syncers.add(() => { if (document.activeElement !== input) input.value = String(state.settings[spec.key]); });
-  return h('label', { class: 'field', for: id }, h('span', {}, spec.label, h('small', { id: `${id}-help` }, spec.help)), input);
+  return h('label', { class: 'field', for: id }, h('span', {}, spec.label), input, h('small', { id: `${id}-help`, class: 'help' }, spec.help));
 }
 
 export function settingsForm(prefix: string, opts: { rtt?: boolean } = {}): HTMLElement {
@@ -49,27 +49,29 @@ export function settingsForm(prefix: string, opts: { rtt?: boolean } = {}): HTML
     onchange: () => set('adaptive', adaptive.checked),
   });
   const kInput = h('input', {
-    id: kId, type: 'number', min: 1, max: 16, step: 1, value: state.settings.k, 'data-setting': 'k',
+    id: kId, type: 'number', min: 1, max: 16, step: 1, value: state.settings.k, 'data-setting': 'k', 'aria-describedby': `${kId}-help`,
     onchange: () => {
       const v = Math.round(Number(kInput.value));
       if (Number.isFinite(v)) set('k', Math.min(16, Math.max(1, v)));
       kInput.value = String(state.settings.k);
     },
   });
-  const kLabel = h('span', {}, 'Draft length k', h('small', {}, ''));
+  const kLabel = h('span', {}, 'Draft length k');
+  const kHelp = h('small', { class: 'help', id: `${kId}-help` });
   const syncK = (): void => {
     adaptive.checked = state.settings.adaptive;
     if (document.activeElement !== kInput) kInput.value = String(state.settings.k);
-    (kLabel.lastChild as HTMLElement).textContent = state.settings.adaptive ? 'upper bound when adaptive' : 'tokens per round';
+    kHelp.textContent = state.settings.adaptive ? 'the most drafted per round (adaptive picks fewer when they pay off less)' : 'tokens drafted per round';
   };
   syncers.add(syncK);
   syncK();
   const children: HTMLElement[] = [
     h('div', { class: 'two' }, numberField(prefix, SPECS[0]), numberField(prefix, SPECS[4])),
     h('div', { class: 'two' }, numberField(prefix, SPECS[1]), numberField(prefix, SPECS[2])),
-    h('label', { class: 'field', for: kId }, kLabel, kInput),
+    h('label', { class: 'field', for: kId }, kLabel, kInput, kHelp),
     h('label', { class: 'check', for: `${prefix}-adaptive` }, adaptive, 'Adaptive k (from measured acceptance and latency)'),
     numberField(prefix, SPECS[3]),
+    h('p', { class: 'muted small' }, 'At temperature 0 the reply is token for token what the target alone would write; above 0 it follows the target\'s own sampling distribution.'),
   ];
   if (opts.rtt) children.unshift(rttSlider(prefix));
   return h('fieldset', {}, h('legend', { class: 'visually-hidden' }, 'Sampling settings'), ...children);

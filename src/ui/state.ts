@@ -46,6 +46,8 @@ export interface Notice {
   level: 'error' | 'warn' | 'info';
   title: string;
   text: string;
+  /** What to do about it, shown under the text. */
+  hint?: string;
   actions: { label: string; run: () => void }[];
 }
 
