@@ -5,7 +5,7 @@
 // a connection that goes away frees its sessions, also mid-verify.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { decodeClientFrame, encodeJson, errorMessage, type Limits } from '../src/protocol/codec.ts';
@@ -43,6 +43,8 @@ export interface GatewayOptions {
   pingIntervalMs?: number;
   staticDir?: string;
   modelsDir?: string;
+  /** Requests no route matched (the Vite dev server's middlewares with --dev). */
+  fallback?: (req: IncomingMessage, res: ServerResponse) => void;
   /** Dispose the verifier when the gateway closes. */
   ownsVerifier?: boolean;
   log?: (line: string) => void;
@@ -132,6 +134,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const http: Server = createServer(createHttpHandler({
     staticDir: opts.staticDir,
     modelsDir: opts.modelsDir,
+    fallback: opts.fallback,
     allowOrigins,
     info: () => ({ ...info, verifier: vinfo, sessions: st.sessions, connections: st.connections, uptimeS: Math.round((Date.now() - startedAt) / 1000) }),
   }));

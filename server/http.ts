@@ -27,6 +27,8 @@ export interface HttpOptions {
   staticDir?: string;
   modelsDir?: string;
   info: () => unknown;
+  /** Requests no route matched go here (the Vite dev server with --dev) instead of a 404. */
+  fallback?: (req: IncomingMessage, res: ServerResponse) => void;
   /** Origins allowed to fetch /api/info and /models cross-origin (e.g. the Vite dev server). */
   allowOrigins: string[];
 }
@@ -134,6 +136,7 @@ export function createHttpHandler(o: HttpOptions): (req: IncomingMessage, res: S
       if (p && (await serveFile(req, res, p, cors))) return;
       return send(res, 404, `not found: ${pathname} (models are served from the gateway's --models-dir)\n`);
     }
+    if (o.fallback) return o.fallback(req, res);
     if (o.staticDir) {
       const p = inside(o.staticDir, pathname);
       if (p && (await serveFile(req, res, p, {}))) return;

@@ -16,8 +16,8 @@ export class UnknownSessionError extends Error {
 
 export interface LocalVerifierOptions {
   info: VerifierInfo;
-  /** A fresh model (own KV cache, shared weights) for each session. */
-  makeModel: () => CausalLM;
+  /** A fresh model (own KV cache; weights shared where the backend can) for each session. */
+  makeModel: () => CausalLM | Promise<CausalLM>;
   /** Longest draft block. */
   maxDraft: number;
   onDispose?: () => void | Promise<void>;
@@ -44,7 +44,7 @@ export class LocalVerifier implements Verifier {
 
   async open(sessionId: string, promptTokens: number[], sampling: SamplingParams, resume?: number[]): Promise<{ firstToken: number }> {
     if (this.sessions.has(sessionId)) throw new Error(`session ${sessionId} is already open`);
-    const target = new LocalTarget(this.opts.makeModel(), { maxDraft: this.opts.maxDraft });
+    const target = new LocalTarget(await this.opts.makeModel(), { maxDraft: this.opts.maxDraft });
     try {
       if (resume && resume.length > 0) {
         const transcript = [...promptTokens, ...resume];

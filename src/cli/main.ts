@@ -5,7 +5,10 @@ type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
   logits: { summary: 'logits of a model at given tokens (cpu|webgpu)', load: async () => (await import('./logits.ts')).run },
+  serve: { summary: 'the gateway: web app, /models, /api/info and the verifier WebSocket', load: async () => (await import('../../server/serve.ts')).run },
   bench: { summary: 'benchmarks (suite: kernels), JSON out', load: async () => (await import('./bench.ts')).run },
+  generate: { summary: 'generate text with one model (cpu|webgpu), streamed or --json', load: async () => (await import('./generate.ts')).run },
+  perplexity: { summary: 'perplexity of a model on a text file (cpu|webgpu)', load: async () => (await import('./perplexity.ts')).run },
 };
 
 function usage(): string {
