@@ -683,8 +683,8 @@ export class SidecarVerifier implements Verifier {
   }
 
   /** Per-member status for `duet serve` logs, health endpoints and tests. */
-  status(): { label: string; state: MemberState; sessions: number; restarts: number; pid?: number; lastError: string }[] {
-    return this.members.map((m) => ({ label: m.label, state: m.state, sessions: m.sessions.size, restarts: m.restarts, pid: m.pid, lastError: m.lastError }));
+  status(): { label: string; state: MemberState; addr?: string; sessions: number; restarts: number; pid?: number; lastError: string }[] {
+    return this.members.map((m) => ({ label: m.label, state: m.state, addr: m.conn?.label, sessions: m.sessions.size, restarts: m.restarts, pid: m.pid, lastError: m.lastError }));
   }
 
   async dispose(): Promise<void> {
