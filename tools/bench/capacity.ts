@@ -1,0 +1,236 @@
+// Gateway capacity benchmark: N concurrent headless sessions (draft in-process on the CPU
+// reference, target behind an in-process gateway reached over real loopback WebSockets)
+// generate for a fixed time, speculative and baseline. Reports errors, verify latency
+// p50/p99 as the client sees it (queue + batch forward + loopback), mean batch size, target
+// passes per generated token and tok/s per session and in total, as JSON.
+// Everything shares this machine's cores (drafts, gateway, verifier), so the numbers describe
+// the whole system on one box, not the gateway alone.
+
+import { basename, resolve } from 'node:path';
+import { readFileSync, existsSync } from 'node:fs';
+import type { LlamaConfig } from '../../src/engine/config.ts';
+import type { LlamaWeights } from '../../src/engine/weights.ts';
+import { CpuLlama } from '../../src/engine/reference.ts';
+import { speculate, baseline } from '../../src/engine/speculative.ts';
+import { GREEDY, type SamplingParams, type SparseDist } from '../../src/engine/sampling.ts';
+import type { TargetLink, Verdict } from '../../src/engine/target-link.ts';
+import { RemoteTarget } from '../../src/protocol/client.ts';
+import { startGateway } from '../../server/gateway.ts';
+import { createCpuVerifier } from '../../server/verifiers/cpu.ts';
+import type { Verifier } from '../../server/verifiers/types.ts';
+
+export interface CapacityPair {
+  name: string;
+  config: LlamaConfig;
+  target: LlamaWeights;
+  draft: LlamaWeights;
+  tokenizerHash: string;
+  prompts: number[][];
+  eosTokenIds: number[];
+}
+
+export interface CapacityOptions {
+  sessions?: number;
+  seconds?: number;
+  /** Fixed draft block (default 4), or adaptive k. */
+  k?: number;
+  adaptive?: boolean;
+  /** Tokens per generation; a session starts a new generation until time is up. */
+  maxTokens?: number;
+  modes?: ('speculative' | 'baseline')[];
+  maxBatch?: number;
+  batchWindowMs?: number;
+  targetDir?: string;
+  draftDir?: string;
+  /** A ready pair instead of loading targetDir/draftDir (tests). */
+  pair?: CapacityPair;
+  /** A verifier to put behind the gateway (default: cpu over the pair's target). */
+  verifier?: Verifier;
+  params?: SamplingParams;
+  log?: (line: string) => void;
+}
+
+export interface Quantiles {
+  n: number;
+  mean: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export interface CapacityModeReport {
+  mode: 'speculative' | 'baseline';
+  sessions: number;
+  seconds: number;
+  wallMs: number;
+  errors: number;
+  errorSamples: string[];
+  gatewayErrors: Record<string, number>;
+  generations: number;
+  generatedTokens: number;
+  targetPasses: number;
+  targetPassesPerToken: number;
+  /** Speculative: client-observed verify round (send → verdict). Baseline: gap between streamed tokens. */
+  latencyMs: Quantiles;
+  meanBatch: number;
+  maxBatch: number;
+  verifierCalls: number;
+  acceptanceRate: number | null;
+  tokPerSecTotal: number;
+  tokPerSecPerSession: { mean: number; min: number; max: number };
+}
+
+export interface CapacityReport {
+  model: string;
+  verifier: string;
+  k: number | 'adaptive';
+  maxTokens: number;
+  results: CapacityModeReport[];
+}
+
+const now = (): number => performance.now();
+
+export function quantiles(xs: number[]): Quantiles {
+  if (xs.length === 0) return { n: 0, mean: 0, p50: 0, p99: 0, max: 0 };
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { n: s.length, mean: s.reduce((a, b) => a + b, 0) / s.length, p50: q(0.5), p99: q(0.99), max: s[s.length - 1] };
+}
+
+/** A TargetLink that records how long each verify takes from the caller's side. */
+class TimedLink implements TargetLink {
+  constructor(private readonly inner: TargetLink, private readonly verifyMs: number[]) {}
+  get targetPasses(): number {
+    return this.inner.targetPasses;
+  }
+  open(p: number[], s: SamplingParams) {
+    return this.inner.open(p, s);
+  }
+  async verify(draft: number[], dists?: SparseDist[]): Promise<Verdict> {
+    const t0 = now();
+    const v = await this.inner.verify(draft, dists);
+    this.verifyMs.push(now() - t0);
+    return v;
+  }
+  generate(n: number, onToken?: (t: number) => void) {
+    return this.inner.generate(n, onToken);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+/** The bundled tiny pair, with the held-out prompts encoded by its tokenizer. */
+export async function loadTinyPair(targetDir = 'public/models/tiny-target', draftDir = 'public/models/tiny-draft'): Promise<CapacityPair> {
+  const { loadModelDir } = await import('../../src/engine/loader/node.ts');
+  const { Tokenizer, tokenizerHash } = await import('../../src/engine/tokenizer.ts');
+  const [t, d] = await Promise.all([loadModelDir(resolve(targetDir)), loadModelDir(resolve(draftDir))]);
+  if (!t.tokenizerJson) throw new Error(`${targetDir} has no tokenizer.json`);
+  const tok = new Tokenizer(t.tokenizerJson, t.tokenizerConfig);
+  const promptsFile = resolve(targetDir, '..', 'heldout-prompts.json');
+  const texts: string[] = existsSync(promptsFile)
+    ? (JSON.parse(readFileSync(promptsFile, 'utf8')) as { prompts: { text: string }[] }).prompts.map((p) => p.text)
+    : ['In the beginning', 'And it came to pass', 'The Lord is my shepherd'];
+  const prompts = texts.map((s) => tok.encode(s.split(/\s+/).slice(0, 8).join(' '))).filter((p) => p.length > 0);
+  return {
+    name: basename(resolve(targetDir)),
+    config: t.config,
+    target: t.weights,
+    draft: d.weights,
+    tokenizerHash: await tokenizerHash(t.tokenizerJson),
+    prompts,
+    eosTokenIds: t.generationConfig?.eosTokenIds ?? t.config.eosTokenIds,
+  };
+}
+
+export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityReport> {
+  const sessions = o.sessions ?? 64;
+  const seconds = o.seconds ?? 60;
+  const maxTokens = o.maxTokens ?? 48;
+  const log = o.log ?? (() => {});
+  const pair = o.pair ?? (await loadTinyPair(o.targetDir, o.draftDir));
+  const ctxLen = Math.min(pair.config.maxPositionEmbeddings, 256);
+  const verifier = o.verifier ?? createCpuVerifier({ config: pair.config, weights: pair.target, model: pair.name, tokenizerHash: pair.tokenizerHash, maxContext: ctxLen, maxBatch: o.maxBatch ?? 16 });
+  const gateway = await startGateway({ verifier, maxSessions: sessions * 2, maxBatch: o.maxBatch ?? 16, batchWindowMs: o.batchWindowMs ?? 1, ratePerSec: 0 });
+  const params = o.params ?? GREEDY;
+  const results: CapacityModeReport[] = [];
+  try {
+    for (const mode of o.modes ?? ['speculative', 'baseline']) {
+      log(`capacity: ${mode}, ${sessions} sessions for ${seconds} s`);
+      const s0 = gateway.stats();
+      const latency: number[] = [];
+      const perSession: number[] = [];
+      const errorSamples: string[] = [];
+      let errors = 0;
+      let generations = 0;
+      let tokens = 0;
+      let passes = 0;
+      let drafted = 0;
+      let accepted = 0;
+      const t0 = now();
+      const deadline = t0 + seconds * 1000;
+      await Promise.all(Array.from({ length: sessions }, async (_, i) => {
+        const draft = new CpuLlama(pair.config, pair.draft, ctxLen);
+        let mine = 0;
+        let g = 0;
+        while (now() < deadline) {
+          const prompt = pair.prompts[(i + g++ * sessions) % pair.prompts.length];
+          const remote = new RemoteTarget({ url: gateway.wsUrl, tokenizerHash: pair.tokenizerHash, mode, reconnect: false, clientName: `capacity-${i}` });
+          try {
+            if (mode === 'speculative') {
+              const link = new TimedLink(remote, latency);
+              const r = await speculate(draft, link, prompt, { params, maxTokens, k: o.k ?? 4, adaptive: o.adaptive, eosTokenIds: pair.eosTokenIds });
+              mine += r.tokens.length;
+              passes += r.stats.targetPasses;
+              drafted += r.stats.draftedTokens;
+              accepted += r.stats.acceptedTokens;
+            } else {
+              let last = now();
+              const { firstToken } = await remote.open(prompt, params);
+              const rest = await remote.generate(maxTokens - 1, () => {
+                const t = now();
+                latency.push(t - last);
+                last = t;
+              });
+              void firstToken;
+              mine += 1 + rest.length;
+              passes += remote.targetPasses;
+            }
+            generations++;
+          } catch (e) {
+            errors++;
+            if (errorSamples.length < 5) errorSamples.push(`${(e as Error).name}: ${(e as Error).message}`);
+          } finally {
+            await remote.close();
+          }
+        }
+        tokens += mine;
+        perSession.push(mine);
+      }));
+      const wallMs = now() - t0;
+      const s1 = gateway.stats();
+      const batches = s1.batches - s0.batches;
+      const gatewayErrors: Record<string, number> = {};
+      for (const [k, v] of Object.entries(s1.errors)) {
+        const d = (v ?? 0) - (s0.errors[k as keyof typeof s0.errors] ?? 0);
+        if (d) gatewayErrors[k] = d;
+      }
+      const rates = perSession.map((n) => (n * 1000) / wallMs);
+      results.push({
+        mode, sessions, seconds, wallMs, errors, errorSamples, gatewayErrors, generations, generatedTokens: tokens,
+        targetPasses: passes, targetPassesPerToken: tokens ? passes / tokens : 0,
+        latencyMs: quantiles(latency),
+        meanBatch: batches ? (s1.batchedRequests - s0.batchedRequests) / batches : 0,
+        maxBatch: s1.maxBatchSeen,
+        verifierCalls: batches,
+        acceptanceRate: mode === 'speculative' && drafted ? accepted / drafted : null,
+        tokPerSecTotal: (tokens * 1000) / wallMs,
+        tokPerSecPerSession: { mean: rates.reduce((a, b) => a + b, 0) / Math.max(1, rates.length), min: Math.min(...rates), max: Math.max(...rates) },
+      });
+    }
+  } finally {
+    await gateway.close();
+    if (!o.verifier) await verifier.dispose();
+  }
+  return { model: pair.name, verifier: verifier.info().backend, k: o.adaptive ? 'adaptive' : o.k ?? 4, maxTokens, results };
+}
