@@ -9,6 +9,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   bench: { summary: 'benchmarks (suite: kernels), JSON out', load: async () => (await import('./bench.ts')).run },
   generate: { summary: 'generate text with one model (cpu|webgpu), streamed or --json', load: async () => (await import('./generate.ts')).run },
   perplexity: { summary: 'perplexity of a model on a text file (cpu|webgpu)', load: async () => (await import('./perplexity.ts')).run },
+  speculate: { summary: 'speculative decoding: draft here, target local or via a gateway; --json stats', load: async () => (await import('./speculate.ts')).run },
 };
 
 function usage(): string {

@@ -1,0 +1,189 @@
+// `duet speculate`: a headless speculative run. The draft runs here (cpu reference or the WGSL
+// engine on Dawn); the target is either local (--target DIR, a LocalTarget in this process) or
+// a gateway (--gateway ws://host:port/ws, through the protocol client). --rtt-ms injects link
+// latency (half each way); --baseline also runs target-only decoding on the same link for a
+// speedup. JSON keys follow issue 4 item 6.
+
+import { parseArgs } from 'node:util';
+import type { SamplingParams } from '../engine/sampling.ts';
+import type { TargetLink } from '../engine/target-link.ts';
+import { LocalTarget } from '../engine/local-target.ts';
+import { DelayedLink, baseline, speculate, type Provenance } from '../engine/speculative.ts';
+import { validateSampling } from '../engine/sampler.ts';
+import { Tokenizer, tokenizerHash } from '../engine/tokenizer.ts';
+import { type Backend, UsageError, num, openBackend, parseBackend, parseQuant } from './generate.ts';
+
+const HELP = `usage: duet speculate --draft DIR (--target DIR | --gateway URL) (--prompt TEXT | --tokens 1,2,3) [options]
+  --draft DIR          draft model folder (HF safetensors or .gguf), run in this process
+  --target DIR         target model folder, verified in this process (LocalTarget)
+  --gateway URL        or a gateway: ws://host:port/ws (duet serve); --token SECRET if it wants one
+  --prompt TEXT        prompt, encoded with the draft's tokenizer (--chat: as one user message)
+  --tokens 1,2,3       prompt as token ids
+  --k N                fixed draft block size (default 4)
+  --adaptive           choose k per round in [1, --k-max] (default k-max 8)
+  --pipeline           draft the next block while a verdict is in flight
+  --temperature T      default 0 (greedy); --top-k K, --top-p P (default off), --seed S
+  --max-tokens N       default 64
+  --rtt-ms MS          injected draft↔target round-trip latency, half each way (default 0)
+  --baseline           also run target-only decoding on the same link; adds "baseline" and "speedup"
+  --backend cpu|webgpu draft (and local target) backend, default cpu; --quant none|f16|bf16|q8|q4
+  --json               print one JSON object (otherwise text, then a stats line on stderr)`;
+
+export interface SpeculateReport {
+  text: string | null;
+  tokens: number[];
+  promptTokens: number;
+  stopReason: string;
+  acceptanceRate: number;
+  meanAcceptedPerRound: number;
+  tokensPerTargetPass: number;
+  targetPasses: number;
+  draftMsPerToken: number;
+  verifyMsPerPass: number;
+  roundMs: number;
+  wallMs: number;
+  tokPerSec: number;
+  ttftMs: number;
+  rounds: number;
+  meanK: number;
+  kHistory: number[];
+  provenance: Record<Provenance, number>;
+  pipelineHits: number;
+  wastedDraftTokens: number;
+  settings: Record<string, unknown>;
+  baseline?: { text: string | null; tokens: number[]; tokPerSec: number; targetPasses: number; wallMs: number; ttftMs: number };
+  speedup?: number;
+  /** Greedy only: speculative tokens equal the baseline's (the exactness promise). */
+  identical?: boolean;
+}
+
+const round2 = (x: number): number => (Number.isFinite(x) ? Math.round(x * 100) / 100 : 0);
+
+export async function run(argv: string[]): Promise<number> {
+  const { values: a } = parseArgs({
+    args: argv,
+    options: {
+      draft: { type: 'string' }, target: { type: 'string' }, gateway: { type: 'string' }, token: { type: 'string' },
+      prompt: { type: 'string' }, tokens: { type: 'string' }, chat: { type: 'boolean' },
+      k: { type: 'string' }, adaptive: { type: 'boolean' }, 'k-max': { type: 'string' }, pipeline: { type: 'boolean' },
+      temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' }, seed: { type: 'string' },
+      'max-tokens': { type: 'string' }, 'rtt-ms': { type: 'string' }, baseline: { type: 'boolean' },
+      backend: { type: 'string' }, quant: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (a.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!a.draft) throw new UsageError('--draft DIR is required\n' + HELP);
+  if ((a.target === undefined) === (a.gateway === undefined)) throw new UsageError('give exactly one of --target DIR or --gateway URL\n' + HELP);
+  if ((a.prompt === undefined) === (a.tokens === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --tokens 1,2,3\n' + HELP);
+  if (a.k !== undefined && a.adaptive) throw new UsageError('--k and --adaptive exclude each other (use --k-max with --adaptive)');
+  const backend = parseBackend(a.backend);
+  const quant = parseQuant(a.quant);
+  const k = num('k', a.k, 4, { int: true, min: 1 });
+  const kMax = num('k-max', a['k-max'], 8, { int: true, min: 1 });
+  const maxTokens = num('max-tokens', a['max-tokens'], 64, { int: true, min: 1 });
+  const rttMs = num('rtt-ms', a['rtt-ms'], 0, { min: 0 });
+  const params: SamplingParams = {
+    temperature: num('temperature', a.temperature, 0, { min: 0 }),
+    topK: num('top-k', a['top-k'], 0, { int: true, min: 0 }),
+    topP: num('top-p', a['top-p'], 1),
+    seed: num('seed', a.seed, 0, { int: true, min: 0 }),
+  };
+  validateSampling(params);
+
+  const draft = await openBackend(a.draft, backend, quant);
+  let target: Backend | null = null;
+  try {
+    const tokenizer = draft.tokenizer;
+    const c = draft.lm.config;
+    if (a.target) {
+      target = await openBackend(a.target, backend, quant);
+      await checkSameTokenizer(draft, target);
+    }
+    const prompt = encodePrompt(a, tokenizer, c.vocabSize);
+    const eos = [...new Set([...(draft.model.generationConfig?.eosTokenIds ?? []), ...c.eosTokenIds, ...(tokenizer?.eosId != null ? [tokenizer.eosId] : [])])];
+    const hash = draft.model.tokenizerJson ? await tokenizerHash(draft.model.tokenizerJson) : '';
+
+    const newLink = async (mode: 'speculative' | 'baseline'): Promise<TargetLink> => {
+      if (target) {
+        const local = new LocalTarget(target.lm, { maxDraft: Math.max(16, kMax, k) });
+        return rttMs > 0 ? new DelayedLink(local, rttMs) : local;
+      }
+      const { connectGateway } = await import('../protocol/client.ts');
+      return connectGateway({ url: a.gateway!, tokenizerHash: hash, token: a.token, mode, rttMs, clientName: 'duet speculate' });
+    };
+
+    // warm-up: one forward of the prompt on each local model, so neither timed run pays JIT/pipeline creation
+    await draft.lm.forward(prompt, 0);
+    if (target) await target.lm.forward(prompt, 0);
+
+    const link = await newLink('speculative');
+    const r = await speculate(draft.lm, link, prompt, { params, maxTokens, k: a.adaptive ? undefined : k, adaptive: !!a.adaptive, kMax, pipeline: !!a.pipeline, eosTokenIds: eos });
+    await link.close();
+    const decode = (ids: number[]): string | null => (tokenizer ? tokenizer.decode(ids, { skipSpecialTokens: true }) : null);
+    const s = r.stats;
+    const prov: Record<Provenance, number> = { first: 0, draft: 0, correction: 0, bonus: 0 };
+    for (const p of r.provenance) prov[p]++;
+    const report: SpeculateReport = {
+      text: decode(r.tokens), tokens: r.tokens, promptTokens: prompt.length, stopReason: r.stopReason,
+      acceptanceRate: round2(s.acceptanceRate * 100) / 100, meanAcceptedPerRound: round2(s.meanAcceptedPerRound),
+      tokensPerTargetPass: round2(s.tokensPerTargetPass), targetPasses: s.targetPasses,
+      draftMsPerToken: round2(s.draftMsPerToken), verifyMsPerPass: round2(s.verifyMsPerPass), roundMs: round2(s.roundMs),
+      wallMs: round2(s.wallMs), tokPerSec: round2(s.tokPerSec), ttftMs: round2(s.ttftMs), rounds: s.rounds, meanK: round2(s.meanK),
+      kHistory: r.kHistory, provenance: prov, pipelineHits: s.pipelineHits, wastedDraftTokens: s.wastedDraftTokens,
+      settings: { draft: a.draft, target: a.target ?? null, gateway: a.gateway ?? null, backend, quant, k: a.adaptive ? 'adaptive' : k, kMax, pipeline: !!a.pipeline, rttMs, maxTokens, sampling: params },
+    };
+    if (a.baseline) {
+      const bl = await newLink('baseline');
+      const b = await baseline(bl, prompt, { params, maxTokens, eosTokenIds: eos });
+      await bl.close();
+      report.baseline = { text: decode(b.tokens), tokens: b.tokens, tokPerSec: round2(b.tokPerSec), targetPasses: b.targetPasses, wallMs: round2(b.wallMs), ttftMs: round2(b.ttftMs) };
+      report.speedup = b.tokPerSec > 0 ? round2((s.tokPerSec / b.tokPerSec) * 1000) / 1000 : 0;
+      if (params.temperature === 0) report.identical = JSON.stringify(b.tokens) === JSON.stringify(r.tokens);
+    }
+    if (a.json) console.log(JSON.stringify(report));
+    else {
+      console.log(report.text ?? r.tokens.join(','));
+      console.error(
+        `[${r.tokens.length} tokens, stop: ${r.stopReason}, ${report.tokPerSec} tok/s, acceptance ${report.acceptanceRate}, ` +
+          `${report.tokensPerTargetPass} tokens/target pass, mean k ${report.meanK}` +
+          (report.baseline ? `; baseline ${report.baseline.tokPerSec} tok/s, speedup ${report.speedup}x${report.identical === undefined ? '' : `, identical: ${report.identical}`}` : '') + ']',
+      );
+    }
+    return 0;
+  } finally {
+    await draft.close();
+    await target?.close();
+  }
+}
+
+function encodePrompt(a: { tokens?: string; prompt?: string; chat?: boolean; draft?: string }, tokenizer: Tokenizer | null, vocab: number): number[] {
+  if (a.tokens !== undefined) {
+    const ids = a.tokens.split(',').map((s) => Number(s.trim()));
+    if (ids.length === 0 || ids.some((t) => !Number.isInteger(t) || t < 0 || t >= vocab)) throw new UsageError(`--tokens: ids must be integers in [0, ${vocab})`);
+    return ids;
+  }
+  if (!tokenizer) throw new UsageError(`${a.draft} has no tokenizer.json; pass --tokens instead of --prompt`);
+  const ids = a.chat ? tokenizer.encodeChat([{ role: 'user', content: a.prompt! }]) : tokenizer.encode(a.prompt!, { addSpecialTokens: true });
+  if (ids.length === 0) throw new UsageError('--prompt encodes to no tokens');
+  return ids;
+}
+
+export class TokenizerMismatchError extends Error {
+  override name = 'TokenizerMismatchError';
+}
+
+/** Draft and target must share one tokenizer (and vocabulary), or verification is meaningless. */
+async function checkSameTokenizer(draft: Backend, target: Backend): Promise<void> {
+  const dv = draft.lm.config.vocabSize;
+  const tv = target.lm.config.vocabSize;
+  if (dv !== tv) throw new TokenizerMismatchError(`draft vocab ${dv} != target vocab ${tv}: pick a draft trained with the target's tokenizer`);
+  const dj = draft.model.tokenizerJson;
+  const tj = target.model.tokenizerJson;
+  if (dj && tj && (await tokenizerHash(dj)) !== (await tokenizerHash(tj))) {
+    throw new TokenizerMismatchError('draft and target tokenizer.json differ (hash mismatch): pick a draft that shares the target tokenizer');
+  }
+}
