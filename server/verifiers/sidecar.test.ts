@@ -19,7 +19,7 @@ import { Rng, STREAM_TARGET, argmax } from '../../src/engine/sampler.ts';
 import { randomPrompts, tinyPair } from '../../src/engine/spec-fixtures.ts';
 import { loadModelDir } from '../../src/engine/loader/node.ts';
 import { compare } from '../../src/kernels/testing.ts';
-import { toBf16, writeModelDir } from '../../tools/fixtures/safetensors-writer.ts';
+import { roundWeightsBf16, writeLlamaDir } from './sidecar-fixtures.ts';
 import {
   type SidecarVerifier, SidecarBatchError, SidecarRemoteError, SidecarSessionLostError, createSidecarVerifier, splitCommand,
 } from './sidecar.ts';
@@ -35,19 +35,6 @@ const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 const sidecarCmd = (dir: string, extra: string[] = []): string[] =>
   [PY, 'server/sidecar/main.py', '--model', dir, '--max-sessions', '24', '--max-context', '256', '--threads', '1', ...extra];
 const quiet = (): void => undefined;
-
-/** Weights as stored in BF16, back in f32: what the sidecar computes with. */
-function roundBf16(w: LlamaWeights): LlamaWeights {
-  const r = (a: Float32Array): Float32Array => {
-    const u = new Uint32Array(a.length);
-    for (let i = 0; i < a.length; i++) u[i] = toBf16(a[i]) << 16;
-    return new Float32Array(u.buffer);
-  };
-  return {
-    embed: r(w.embed), finalNorm: r(w.finalNorm), lmHead: w.lmHead && r(w.lmHead),
-    layers: w.layers.map((l) => Object.fromEntries(Object.entries(l).map(([k, v]) => [k, r(v)])) as unknown as typeof l),
-  };
-}
 
 /** Target-only greedy continuation on an append-only CPU reference cache (no rollback involved). */
 function greedyRef(model: CpuLlama, prompt: number[], n: number): number[] {
@@ -84,10 +71,10 @@ describe.skipIf(!HAVE_TORCH)('sidecar verifier (torch backend) vs the CPU refere
     const c3 = syntheticConfig('3b', { numLayers: 1, intermediateSize: 512, vocabSize: 1031 });
     shapes.push({ name: 'llama-1b-shape (hd 64, GQA 4), F32', config: c1, weights: randomWeights(c1, 11), dtype: 'F32' });
     const w3 = randomWeights(c3, 13);
-    shapes.push({ name: 'llama-3b-shape (hd 128, GQA 3), BF16', config: c3, weights: roundBf16(w3), dtype: 'BF16' });
-    await writeModelDir(join(tmp, 'tiny'), pair.config, pair.target, 'F32');
-    await writeModelDir(join(tmp, 's0'), c1, shapes[0].weights, 'F32');
-    await writeModelDir(join(tmp, 's1'), c3, w3, 'BF16');
+    shapes.push({ name: 'llama-3b-shape (hd 128, GQA 3), BF16', config: c3, weights: roundWeightsBf16(w3), dtype: 'BF16' });
+    await writeLlamaDir(join(tmp, 'tiny'), pair.config, pair.target, 'F32');
+    await writeLlamaDir(join(tmp, 's0'), c1, shapes[0].weights, 'F32');
+    await writeLlamaDir(join(tmp, 's1'), c3, w3, 'BF16');
     // a pool of two supervised sidecars on the tiny target; fast health/backoff for the crash test
     const started = [
       createSidecarVerifier({ cmds: [sidecarCmd(join(tmp, 'tiny')), sidecarCmd(join(tmp, 'tiny'))], healthIntervalMs: 500, backoffInitialMs: 100, log: quiet })
