@@ -94,6 +94,20 @@ describe('GGUF → HF weights', () => {
     }
   });
 
+  it('readRows gives the same rows as the whole tensor (Q/K by whole heads)', async () => {
+    const path = join(root, 'rows.gguf');
+    await writeFile(path, buildGguf(cfg, w, { type: 'Q8_0' }));
+    const { openModelDir } = await import('./node.ts');
+    const m = await openModelDir(path);
+    const full = await (await import('./model.ts')).loadWeightsF32(m);
+    const hd = cfg.headDim;
+    expect(await m.readRows('model.layers.1.self_attn.q_proj.weight', 3 * hd, 2 * hd)).toEqual(full.layers[1].wq.subarray(3 * hd * 64, 5 * hd * 64));
+    expect(await m.readRows('model.layers.0.self_attn.k_proj.weight', hd, hd)).toEqual(full.layers[0].wk.subarray(hd * 64, 2 * hd * 64));
+    expect(await m.readRows('model.embed_tokens.weight', 89, 8)).toEqual(full.embed.subarray(89 * 64, 97 * 64));
+    await expect(m.readRows('model.layers.0.self_attn.q_proj.weight', 1, hd)).rejects.toThrow(/whole heads/);
+    await m.close();
+  });
+
   it('the Q/K permutation matches llama.cpp interleaved RoPE', () => {
     // llama.cpp (LLAMA_ROPE_TYPE_NORM) rotates adjacent pairs (2i, 2i+1) by pos*invFreq[i];
     // on permuted rows that must equal the permuted HF rotate_half result.

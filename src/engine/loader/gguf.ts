@@ -281,16 +281,35 @@ async function openGgufFile(source: ModelSource, f: SourceFile, opts: OpenModelO
         }
         progress.add(file, t.byteLength);
         const numel = t.shape.reduce((a, b) => a * b, 1);
-        let data = dequantize(bytes, t.ggmlType, numel);
-        const cols = t.shape[t.shape.length - 1];
-        if (t.ggufName.endsWith('.attn_q.weight')) data = unpermuteQK(data, config.numHeads, config.headDim, cols);
-        if (t.ggufName.endsWith('.attn_k.weight')) data = unpermuteQK(data, config.numKvHeads, config.headDim, cols);
-        yield { name: t.name, shape: t.shape, data };
+        yield { name: t.name, shape: t.shape, data: toHf(t, dequantize(bytes, t.ggmlType, numel), t.shape[0]) };
       }
       progress.add(file, 0, true);
+    },
+    async readRows(name, rowStart, rowCount) {
+      const t = usable.find((u) => u.name === name);
+      if (!t) throw new WeightsFormatError(file, name, 'no such tensor in this model');
+      const cols = t.shape.length > 1 ? t.shape[t.shape.length - 1] : t.shape[0];
+      const rows = t.shape.length > 1 ? t.shape[0] : 1;
+      if (rowStart < 0 || rowCount < 0 || rowStart + rowCount > rows) throw new RangeError(`${name}: rows [${rowStart}, ${rowStart + rowCount}) outside [0, ${rows})`);
+      if (isQK(t) && (rowStart % config.headDim || rowCount % config.headDim)) {
+        throw new RangeError(`${name}: Q/K rows must be read in whole heads (multiples of ${config.headDim}) to undo llama.cpp's permutation`);
+      }
+      const rowBytes = t.byteLength / rows;
+      const bytes = await f.read(t.offset + rowStart * rowBytes, rowCount * rowBytes);
+      return toHf(t, dequantize(bytes, t.ggmlType, rowCount * cols), rowCount);
     },
     async close() {
       await f.close();
     },
   };
+
+  function isQK(t: GgufTensor): boolean {
+    return t.ggufName.endsWith('.attn_q.weight') || t.ggufName.endsWith('.attn_k.weight');
+  }
+
+  /** Undo the Q/K permutation on `rows` whole-head rows (the permutation never crosses heads). */
+  function toHf(t: GgufTensor, data: Float32Array, rows: number): Float32Array {
+    if (!isQK(t)) return data;
+    return unpermuteQK(data, rows / config.headDim, config.headDim, t.shape[t.shape.length - 1]);
+  }
 }

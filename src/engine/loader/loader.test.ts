@@ -285,8 +285,14 @@ describe('URL and browser-folder sources', () => {
       names.push(t.name);
       expect(t.data.length).toBe(t.shape.reduce((a, b) => a * b, 1));
     }
-    await m.close();
     expect(names).toEqual(namedTensors(cfg, w).map((t) => t[0]));
+    // readRows: any row range equals the same rows of the whole tensor (BF16 → f32 exact both ways)
+    const full = (await loadModelDir(dir())).weights;
+    expect(await m.readRows('model.embed_tokens.weight', 13, 7)).toEqual(full.embed.subarray(13 * 40, 20 * 40));
+    expect(await m.readRows('model.layers.2.mlp.down_proj.weight', 39, 1)).toEqual(full.layers[2].wDown.subarray(39 * 67, 40 * 67));
+    expect(await m.readRows('model.norm.weight', 0, 1)).toEqual(full.finalNorm);
+    await expect(m.readRows('model.embed_tokens.weight', 100, 2)).rejects.toThrow(RangeError);
+    await m.close();
     expect(safetensorsHeader([{ name: 'x', dtype: 'F32', shape: [1] }]).length % 8).toBe(0);
   });
 });

@@ -51,6 +51,11 @@ export interface OpenedModel {
   readonly tensorInfos: TensorInfo[];
   /** Stream the tensors as f32, one at a time, in file order. */
   tensors(): AsyncIterable<LoadedTensor>;
+  /**
+   * Rows [rowStart, rowStart + rowCount) of a 2-D tensor (a 1-D tensor counts as one row)
+   * as f32 — for quantizing a large matrix (the embedding) in slabs with bounded memory.
+   */
+  readRows(name: string, rowStart: number, rowCount: number): Promise<Float32Array>;
   close(): Promise<void>;
 }
 
@@ -148,6 +153,12 @@ export async function openModel(source: ModelSource, opts: OpenModelOptions = {}
         yield { name: t.name, shape: t.shape, data };
       }
       progress.add(usable[usable.length - 1]?.file ?? '', 0, true);
+    },
+    async readRows(name, rowStart, rowCount) {
+      const t = usable.find((u) => u.name === name);
+      if (!t) throw new WeightsFormatError(shardNames.files.join(', '), name, 'no such tensor in this model');
+      const cols = t.shape.length > 1 ? t.shape[t.shape.length - 1] : t.shape[0];
+      return readTensorF32(byName.get(t.file)!, t, source.chunkBytes, undefined, rowStart * cols, rowCount * cols);
     },
     async close() {
       await Promise.all(files.map((f) => f.close()));

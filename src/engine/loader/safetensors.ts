@@ -103,18 +103,27 @@ export function checkDtype(t: TensorInfo): asserts t is TensorInfo & { dtype: Sa
 }
 
 /**
- * Read one tensor as f32. Reads `chunkBytes` at a time and converts in place into the
- * output, so the peak is the f32 result plus one chunk of raw bytes.
+ * Read one tensor (or elements [elemStart, elemStart + elemCount) of it) as f32. Reads
+ * `chunkBytes` at a time and converts in place into the output, so the peak is the f32
+ * result plus one chunk of raw bytes.
  */
-export async function readTensorF32(f: SourceFile, t: TensorInfo, chunkBytes: number, onBytes?: (n: number) => void): Promise<Float32Array> {
+export async function readTensorF32(
+  f: SourceFile, t: TensorInfo, chunkBytes: number, onBytes?: (n: number) => void, elemStart = 0, elemCount?: number,
+): Promise<Float32Array> {
   checkDtype(t);
   const bytesPer = BYTES[t.dtype];
   const numel = t.byteLength / bytesPer;
-  const out = new Float32Array(numel);
+  const count = elemCount ?? numel - elemStart;
+  if (elemStart < 0 || count < 0 || elemStart + count > numel) {
+    throw new RangeError(`${t.name}: elements [${elemStart}, ${elemStart + count}) outside [0, ${numel})`);
+  }
+  const out = new Float32Array(count);
+  const byteStart = t.offset + elemStart * bytesPer;
+  const byteLength = count * bytesPer;
   const step = Math.max(4, chunkBytes - (chunkBytes % 4));
-  for (let done = 0; done < t.byteLength; ) {
-    const len = Math.min(step, t.byteLength - done);
-    const bytes = await readOrExplain(f, t.offset + done, len, t.name);
+  for (let done = 0; done < byteLength; ) {
+    const len = Math.min(step, byteLength - done);
+    const bytes = await readOrExplain(f, byteStart + done, len, t.name);
     convertInto(out, done / bytesPer, bytes, t.dtype);
     done += len;
     onBytes?.(len);
