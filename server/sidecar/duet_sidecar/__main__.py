@@ -33,6 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--prefill-chunk", type=int, default=512)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--ttnn-mesh", default="N150", help="ttnn: MESH_DEVICE (N150, N300, T3K)")
+    ap.add_argument("--ttnn-trace", action="store_true", help="ttnn: capture/replay the decode trace (faster; verify on your build first)")
     return ap.parse_args(argv)
 
 
@@ -63,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from .ttnn_backend import TtnnRunner
 
-        runner = TtnnRunner(a.model, cfg, max_batch=a.max_batch, max_context=max_context, mesh=a.ttnn_mesh)
+        runner = TtnnRunner(a.model, cfg, max_batch=a.max_batch, max_context=max_context, mesh=a.ttnn_mesh,
+                            max_sessions=a.max_sessions, enable_trace=a.ttnn_trace)
         device_desc = runner.device_desc
         max_batch = runner.max_batch
+        a.prefill_chunk = max_context  # tt_transformers chunks long prompts itself
     engine = Engine(runner, max_batch=max_batch, max_draft=a.max_draft, prefill_chunk=a.prefill_chunk)
     name = os.path.basename(os.path.normpath(a.model))
     info = {"backend": a.backend, "model": name, "vocabSize": cfg.vocab_size, "maxContext": max_context,

@@ -202,6 +202,8 @@ class Engine:
 
     def logits(self, tokens: object) -> torch.Tensor:
         """All-position logits of a fresh sequence (tests, `duet logits`-style checks)."""
+        if not getattr(self.runner, "all_logits", True):
+            raise errors.BadRequest("the logits op needs every position's logits, which this backend does not return; use --backend torch")
         tokens = self._tokens("logits: tokens", tokens, 1)
         if len(tokens) > self.max_context:
             raise errors.ContextFull(f"logits: {len(tokens)} tokens exceed the context of {self.max_context}")
