@@ -1,0 +1,224 @@
+// `duet bench spec`: speculative decoding on the bundled tiny pair, in one run.
+//  - kSweep: tokens per target pass, acceptance and tok/s at k = 1..8 and adaptive, greedy and
+//    T = 0.7 (in-process LocalTarget on the CPU reference, no injected latency). Greedy runs are
+//    also checked token-for-token against target-only output (mismatches must be 0).
+//  - rtt: speedup vs target-only baseline at injected RTT 0, 20, 50 ms, with and without
+//    pipelining (adaptive k, greedy). The baseline streams, so it pays the RTT once per
+//    generation; speculation pays it once per round.
+//  - capacity: H6's gateway capacity benchmark (64 sessions × 60 s; --quick shrinks it).
+//  - sidecar: H7's batched-verify benchmark when server/verifiers/sidecar-bench.ts exists.
+// Speed is measured here, never asserted. Everything shares this machine's CPU cores.
+
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { CpuLlama } from '../../src/engine/reference.ts';
+import { LocalTarget } from '../../src/engine/local-target.ts';
+import { DelayedLink, baseline, speculate } from '../../src/engine/speculative.ts';
+import type { SamplingParams } from '../../src/engine/sampling.ts';
+import { type CapacityPair, loadTinyPair, runCapacity } from './capacity.ts';
+
+export interface SpecBenchOptions {
+  quick?: boolean;
+  targetDir?: string;
+  draftDir?: string;
+  /** Skip the capacity / sidecar sections (e.g. a smoke test). */
+  skipCapacity?: boolean;
+  skipSidecar?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface SweepRow {
+  sampling: 'greedy' | 't0.7';
+  k: number | 'adaptive';
+  prompts: number;
+  tokens: number;
+  targetPasses: number;
+  tokensPerTargetPass: number;
+  acceptanceRate: number;
+  meanAcceptedPerRound: number;
+  meanK: number;
+  tokPerSec: number;
+  draftMsPerToken: number;
+  verifyMsPerPass: number;
+  /** Greedy: prompts whose output differs from target-only greedy (the exactness promise: 0). */
+  mismatches?: number;
+}
+
+export interface RttRow {
+  rttMs: number;
+  pipeline: boolean;
+  k: 'adaptive';
+  specTokPerSec: number;
+  baselineTokPerSec: number;
+  speedup: number;
+  tokensPerTargetPass: number;
+  meanK: number;
+  roundMs: number;
+  pipelineHits: number;
+  mismatches: number;
+}
+
+const r3 = (x: number): number => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : 0);
+const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+const T07: SamplingParams = { temperature: 0.7, topK: 0, topP: 1, seed: 0 };
+
+export async function runSpecBench(o: SpecBenchOptions = {}) {
+  const log = o.log ?? (() => {});
+  const quick = !!o.quick;
+  const t0 = performance.now();
+  const pair = await loadTinyPair(o.targetDir, o.draftDir);
+  // the pair's config is the target's; the draft has its own shape
+  const { loadModelDir } = await import('../../src/engine/loader/node.ts');
+  const draftDir = o.draftDir ?? 'public/models/tiny-draft';
+  const draftModel = await loadModelDir(resolve(draftDir));
+  if (draftModel.config.vocabSize !== pair.config.vocabSize) throw new Error(`draft vocab ${draftModel.config.vocabSize} != target vocab ${pair.config.vocabSize}`);
+  const nPrompts = Math.min(pair.prompts.length, quick ? 2 : 8);
+  const prompts = pair.prompts.slice(0, nPrompts);
+  const maxTokens = quick ? 24 : 64;
+  const ctx = Math.min(pair.config.maxPositionEmbeddings, 256);
+  const target = new CpuLlama(pair.config, pair.target, ctx);
+  const draft = new CpuLlama(draftModel.config, draftModel.weights, ctx);
+  const eos = pair.eosTokenIds;
+  // warm the JIT on both models before anything is timed
+  await target.forward(prompts[0], 0);
+  await draft.forward(prompts[0], 0);
+
+  log(`spec: baselines for ${nPrompts} prompts × ${maxTokens} tokens`);
+  const greedyWant: number[][] = [];
+  let baseTokens = 0;
+  let baseMs = 0;
+  for (const p of prompts) {
+    const b = await baseline(new LocalTarget(target), p, { params: GREEDY, maxTokens, eosTokenIds: eos });
+    greedyWant.push(b.tokens);
+    baseTokens += b.tokens.length;
+    baseMs += b.wallMs;
+  }
+  const baselineTokPerSec = (baseTokens * 1000) / baseMs;
+
+  const kSweep: SweepRow[] = [];
+  for (const [name, params] of [['greedy', GREEDY], ['t0.7', T07]] as const) {
+    for (const k of [1, 2, 3, 4, 5, 6, 7, 8, 'adaptive'] as const) {
+      const row = { tokens: 0, passes: 0, drafted: 0, accepted: 0, rounds: 0, kSum: 0, ms: 0, draftMs: 0, draftTok: 0, verifyMs: 0, mismatches: 0 };
+      for (const [i, p] of prompts.entries()) {
+        const r = await speculate(draft, new LocalTarget(target), p, {
+          params: { ...params, seed: i }, maxTokens, k: k === 'adaptive' ? undefined : k, adaptive: k === 'adaptive', eosTokenIds: eos,
+        });
+        const s = r.stats;
+        row.tokens += r.tokens.length;
+        row.passes += s.targetPasses;
+        row.drafted += s.draftedTokens;
+        row.accepted += s.acceptedTokens;
+        row.rounds += s.rounds;
+        row.kSum += s.meanK * s.rounds;
+        row.ms += s.wallMs;
+        row.draftMs += s.draftMsPerToken * s.draftedTokens;
+        row.draftTok += s.draftedTokens;
+        row.verifyMs += s.verifyMsPerPass * s.rounds;
+        if (name === 'greedy' && JSON.stringify(r.tokens) !== JSON.stringify(greedyWant[i])) row.mismatches++;
+      }
+      const out: SweepRow = {
+        sampling: name, k, prompts: nPrompts, tokens: row.tokens, targetPasses: row.passes,
+        tokensPerTargetPass: r3(row.tokens / row.passes), acceptanceRate: r3(row.accepted / row.drafted),
+        meanAcceptedPerRound: r3(row.accepted / row.rounds), meanK: r3(row.kSum / row.rounds),
+        tokPerSec: r3((row.tokens * 1000) / row.ms), draftMsPerToken: r3(row.draftMs / row.draftTok), verifyMsPerPass: r3(row.verifyMs / row.rounds),
+        ...(name === 'greedy' ? { mismatches: row.mismatches } : {}),
+      };
+      kSweep.push(out);
+      log(`spec: ${name} k=${k}: ${out.tokensPerTargetPass} tokens/pass, acceptance ${out.acceptanceRate}, ${out.tokPerSec} tok/s`);
+    }
+  }
+
+  const rtt: RttRow[] = [];
+  const rttPrompts = prompts.slice(0, quick ? 1 : 4);
+  for (const rttMs of [0, 20, 50]) {
+    // the baseline does not depend on pipelining: measure it once per RTT
+    let bTok = 0;
+    let bMs = 0;
+    for (const p of rttPrompts) {
+      const b = await baseline(new DelayedLink(new LocalTarget(target), rttMs), p, { params: GREEDY, maxTokens, eosTokenIds: eos });
+      bTok += b.tokens.length;
+      bMs += b.wallMs;
+    }
+    for (const pipeline of [false, true]) {
+      let tok = 0;
+      let ms = 0;
+      let passes = 0;
+      let kSum = 0;
+      let rounds = 0;
+      let roundMs = 0;
+      let hits = 0;
+      let mismatches = 0;
+      for (const [i, p] of rttPrompts.entries()) {
+        const r = await speculate(draft, new DelayedLink(new LocalTarget(target), rttMs), p, { params: GREEDY, maxTokens, adaptive: true, pipeline, eosTokenIds: eos });
+        tok += r.tokens.length;
+        ms += r.stats.wallMs;
+        passes += r.stats.targetPasses;
+        kSum += r.stats.meanK * r.stats.rounds;
+        rounds += r.stats.rounds;
+        roundMs += r.stats.roundMs * r.stats.rounds;
+        hits += r.stats.pipelineHits;
+        if (JSON.stringify(r.tokens) !== JSON.stringify(greedyWant[i])) mismatches++;
+      }
+      const spec = (tok * 1000) / ms;
+      const base = (bTok * 1000) / bMs;
+      const row: RttRow = {
+        rttMs, pipeline, k: 'adaptive', specTokPerSec: r3(spec), baselineTokPerSec: r3(base), speedup: r3(spec / base),
+        tokensPerTargetPass: r3(tok / passes), meanK: r3(kSum / rounds), roundMs: r3(roundMs / rounds), pipelineHits: hits, mismatches,
+      };
+      rtt.push(row);
+      log(`spec: rtt ${rttMs} ms, pipeline ${pipeline}: ${row.specTokPerSec} vs ${row.baselineTokPerSec} tok/s (×${row.speedup}), mean k ${row.meanK}`);
+    }
+  }
+
+  const k4 = kSweep.find((r) => r.sampling === 'greedy' && r.k === 4)!;
+  const report: Record<string, unknown> = {
+    model: { target: pair.name, draft: draftDir, vocab: pair.config.vocabSize },
+    backend: 'cpu',
+    quick,
+    prompts: nPrompts,
+    maxTokens,
+    baselineTokPerSec: r3(baselineTokPerSec),
+    goal: { metric: 'tokensPerTargetPass at k = 4, greedy', target: 2.5, reached: k4.tokensPerTargetPass, met: k4.tokensPerTargetPass >= 2.5 },
+    kSweep,
+    rtt,
+  };
+
+  if (!o.skipCapacity) report.capacity = await capacity(pair, quick, log);
+  if (!o.skipSidecar) report.sidecar = await sidecar(quick, log);
+  report.wallMs = r3(performance.now() - t0);
+  return report;
+}
+
+async function capacity(pair: CapacityPair, quick: boolean, log: (l: string) => void): Promise<unknown> {
+  // A rejection nobody awaits inside the gateway/client stack would end the process and lose
+  // the sections already measured; record such rejections in the report instead.
+  const unhandled: string[] = [];
+  const onUnhandled = (e: unknown): void => {
+    unhandled.push(`${(e as Error)?.name}: ${(e as Error)?.message}`);
+  };
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const r = await runCapacity({ pair, sessions: quick ? 8 : 64, seconds: quick ? 5 : 60, maxTokens: quick ? 16 : 48, log });
+    return unhandled.length ? { ...r, unhandledRejections: unhandled.length, unhandledSamples: unhandled.slice(0, 5) } : r;
+  } catch (e) {
+    log(`spec: capacity failed: ${(e as Error).message}`);
+    return { error: `${(e as Error).name}: ${(e as Error).message}`, unhandledRejections: unhandled.length, unhandledSamples: unhandled.slice(0, 5) };
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+}
+
+/** H7's sidecar batch benchmark, if that module exists (it needs Python + torch). */
+async function sidecar(quick: boolean, log: (l: string) => void): Promise<unknown> {
+  const path = resolve('server/verifiers/sidecar-bench.ts');
+  if (!existsSync(path)) return { skipped: 'server/verifiers/sidecar-bench.ts not present' };
+  try {
+    const mod = (await import(/* @vite-ignore */ path)) as Record<string, unknown>;
+    const fn = (mod.benchSidecarBatch ?? mod.runSidecarBench) as ((o: { quick: boolean; log: (l: string) => void }) => Promise<unknown>) | undefined;
+    if (typeof fn !== 'function') return { skipped: 'sidecar-bench.ts exports no benchSidecarBatch()' };
+    return await fn({ quick, log });
+  } catch (e) {
+    log(`spec: sidecar bench failed: ${(e as Error).message}`);
+    return { error: `${(e as Error).name}: ${(e as Error).message}` };
+  }
+}
