@@ -29,7 +29,8 @@ export default defineConfig({
   workers: 1,
   fullyParallel: false,
   retries: 0,
-  timeout: 120_000,
+  // Generous: SwiftShader and the CPU verifier share two cores (and, on a dev machine, more).
+  timeout: 300_000,
   expect: { timeout: 60_000 },
   reporter: process.env.CI ? [['list'], ['html', { open: 'never', outputFolder: 'test-results/e2e-report' }]] : 'list',
   use: {

@@ -8,7 +8,7 @@ import { openApp, setSetting, waitFor, watchConsole, expectNoConsoleErrors } fro
 for (const prompt of ['And God said, Let there be light', 'The LORD is my shepherd']) {
   test(`greedy speculative text equals the baseline: "${prompt}"`, async ({ page }) => {
     const watch = watchConsole(page);
-    await openApp(page, '', '#compare');
+    await openApp(page, 'draft=cpu', '#compare');
     await page.getByText('Latency and sampling settings').click();
     await setSetting(page, 'compare', 'temperature', '0');
     await setSetting(page, 'compare', 'maxTokens', '40');
@@ -30,7 +30,7 @@ for (const prompt of ['And God said, Let there be light', 'The LORD is my shephe
 
 test('counters, charts and JSON export render', async ({ page }) => {
   const watch = watchConsole(page);
-  await openApp(page, '', '#compare');
+  await openApp(page, 'draft=cpu', '#compare');
   await page.getByText('Latency and sampling settings').click();
   await setSetting(page, 'compare', 'maxTokens', '24');
   await page.getByLabel(/Injected network round trip/).fill('40');

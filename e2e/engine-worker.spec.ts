@@ -10,7 +10,7 @@ import type { EngineCheckReport } from '../src/engine/worker-types.ts';
 test('WebGPU engine in a worker matches the CPU reference', async ({ page }) => {
   const watch = watchConsole(page);
   await page.goto('/?test#engine-check');
-  await page.waitForFunction(() => window.__duetEngineCheck?.done === true, undefined, { timeout: 90_000 });
+  await page.waitForFunction(() => window.__duetEngineCheck?.done === true, undefined, { timeout: 180_000 });
   const r = (await page.evaluate(() => window.__duetEngineCheck)) as EngineCheckReport;
   expect(r.error).toBeNull();
   expect(r.adapter).not.toBe('');

@@ -7,7 +7,7 @@ import { openApp, waitFor, watchConsole, expectNoConsoleErrors } from './helpers
 test('a bad gateway URL shows an error with a retry path', async ({ page }) => {
   const watch = watchConsole(page);
   // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-  const s = await openApp(page, 'gateway=ws://127.0.0.1:9/');
+  const s = await openApp(page, 'draft=cpu&gateway=ws://127.0.0.1:9/');
   expect(s.gateway.status).toBe('error');
   expect(s.errors.map((e) => e.code)).toContain('gateway-unreachable');
   const alert = page.getByRole('alert').filter({ hasText: 'Cannot reach the gateway' });

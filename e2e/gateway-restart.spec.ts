@@ -35,11 +35,11 @@ async function stopGateway(child: ChildProcess): Promise<void> {
 }
 
 test('the gateway killed and restarted mid-generation: generation resumes, output unchanged', async ({ page }) => {
-  test.setTimeout(180_000);
+  test.setTimeout(400_000);
   const watch = watchConsole(page);
   let gw = await startGateway();
   try {
-    await page.goto(`http://127.0.0.1:${PORT}/?test`);
+    await page.goto(`http://127.0.0.1:${PORT}/?test&draft=cpu`);
     await waitFor(page, `s.draft.status === 'ready' && s.gateway.status === 'connected'`);
     await setSetting(page, 'chat', 'temperature', '0');
     await setSetting(page, 'chat', 'maxTokens', '60');

@@ -27,7 +27,7 @@ export async function snapshot(page: Page): Promise<DuetTestSnapshot> {
 }
 
 /** Waits until a predicate over the snapshot holds (polls in the page on animation frames). */
-export async function waitFor(page: Page, pred: string, timeout = 90_000): Promise<DuetTestSnapshot> {
+export async function waitFor(page: Page, pred: string, timeout = 180_000): Promise<DuetTestSnapshot> {
   await page.waitForFunction(`(() => { const s = window.__duet && window.__duet.snapshot(); return !!s && (${pred}); })()`, undefined, { timeout, polling: 'raf' });
   return snapshot(page);
 }

@@ -34,6 +34,12 @@ export interface LoadProgress {
 export interface DraftInfo {
   name: string;
   backend: Backend;
+  /** Weight format on the device (f32 / q8 / q4 on WebGPU; f32 on the CPU). */
+  format: string;
+  /** GPU buffer bytes of the engine (0 on the CPU). */
+  gpuBytes: number;
+  /** Something the user should know about the cache (quota, eviction), or null. */
+  cacheNotice: string | null;
   /** Why WebGPU is not used, when backend is 'cpu'. */
   fallbackReason: string | null;
   adapter: string | null;
@@ -150,7 +156,8 @@ export type WorkerNotice =
 export interface CacheEntry {
   key: string;
   name: string;
-  quant: Quant;
+  /** What is stored, e.g. "f32" (the decoded source weights). */
+  format: string;
   byteLength: number;
   savedAt: number;
 }

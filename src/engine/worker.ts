@@ -13,12 +13,17 @@ import type { CausalLM } from './model.ts';
 import type { SamplingParams, SparseDist } from './sampling.ts';
 import type { TargetLink, Verdict } from './target-link.ts';
 import { CpuLlama } from './reference.ts';
-import { FolderSource, UrlSource, openModel, loadWeightsF32, type ModelSource } from './loader/index.ts';
+import { FolderSource, UrlSource, openModel, collectWeights, type ModelSource, type OpenedModel } from './loader/index.ts';
+import { WeightsCache, cacheKey, cachedPrepare, idbStore, type CachedTensor, type Prepared } from './cache.ts';
+import { createEngine, type StreamedTensor } from './gpu/index.ts';
+import type { WeightFormat } from './quantize.ts';
+import { randomWeights } from './weights.ts';
+import { syntheticConfig } from './config.ts';
 import { Tokenizer, tokenizerHash } from './tokenizer.ts';
 import { speculate, type Provenance as SpecProvenance } from './speculative.ts';
 import { RemoteTarget, type ClientEvent } from '../protocol/client.ts';
 import { ProtocolError } from '../protocol/errors.ts';
-import { requestDevice, WebGPUUnavailableError } from '../kernels/gpu.ts';
+import { requestDevice, WebGPUUnavailableError, type GpuContext } from '../kernels/gpu.ts';
 
 const now = (): number => performance.now();
 
@@ -90,16 +95,67 @@ function sourceOf(opts: LoadOptions): { source: ModelSource; name: string } {
   return { source: src, name: src.id.replace(/^folder:/, '') };
 }
 
-/** Why the WebGPU engine cannot be used here, or null when it can. */
-async function webgpuUnavailable(): Promise<string | null> {
-  if (!('gpu' in navigator) || !navigator.gpu) return 'This browser has no WebGPU (navigator.gpu is missing).';
+const mib = (n: number): string => `${(n / 2 ** 20).toFixed(2)} MiB`;
+const fractionOf = (done: number, total: number): number | null => (Number.isFinite(total) && total > 0 ? Math.min(1, done / total) : null);
+
+let cache: WeightsCache | null | undefined;
+/** The IndexedDB cache, or null where IndexedDB is missing or blocked (loading works uncached). */
+function weightsCache(): WeightsCache | null {
+  if (cache === undefined) cache = typeof indexedDB === 'undefined' ? null : new WeightsCache(idbStore());
+  return cache;
+}
+
+async function startGpu(): Promise<{ ctx: GpuContext } | { error: string }> {
+  if (!('gpu' in navigator) || !navigator.gpu) return { error: 'This browser has no WebGPU (navigator.gpu is missing).' };
   try {
-    const ctx = await requestDevice();
-    ctx.device.destroy();
-    return 'The WebGPU draft engine is not available in this build yet.';
+    return { ctx: await requestDevice() };
   } catch (err) {
-    return err instanceof WebGPUUnavailableError ? err.message : `WebGPU failed to start: ${errorText(err)}.`;
+    return { error: err instanceof WebGPUUnavailableError ? err.message : `WebGPU failed to start: ${errorText(err)}.` };
   }
+}
+
+async function* listStream(tensors: CachedTensor[]): AsyncIterable<StreamedTensor> {
+  for (const t of tensors) yield { name: t.name, shape: (t.meta?.shape as number[]) ?? [t.data.length], data: t.data as Float32Array };
+}
+
+/** The tensors as the engine's upload stream, reporting quantize/upload progress per tensor. */
+async function* uploadStream(tensors: CachedTensor[], format: WeightFormat, onProgress: (p: LoadProgress) => void): AsyncIterable<StreamedTensor> {
+  const total = tensors.reduce((a, t) => a + t.data.byteLength, 0);
+  let done = 0;
+  for (const t of listStreamSync(tensors)) {
+    yield t;
+    done += t.data.byteLength;
+    const fraction = done / total;
+    if (format !== 'f32') onProgress({ phase: 'quantize', fraction, detail: `${format}: packed ${mib(done)} of ${mib(total)} (f32)` });
+    onProgress({ phase: 'upload', fraction, detail: `${mib(done)} of ${mib(total)} (f32 source)` });
+  }
+}
+
+function* listStreamSync(tensors: CachedTensor[]): Iterable<StreamedTensor> {
+  for (const t of tensors) yield { name: t.name, shape: (t.meta?.shape as number[]) ?? [t.data.length], data: t.data as Float32Array };
+}
+
+let liveCtx: GpuContext | null = null;
+let draftNotice: ((n: WorkerNotice) => void) | null = null;
+
+/** Device loss: the draft is gone; tell the UI, which offers to reload it (GPU again or CPU). */
+function watchDevice(ctx: GpuContext): void {
+  liveCtx = ctx;
+  ctx.onError = (err) => draftNotice?.({ kind: 'draft-lost', error: { code: 'device-lost', message: `The GPU reported an error: ${errorText(err)}`, hint: 'Reload the draft; if it happens again, pick the CPU or a smaller format.' } });
+  void ctx.lost.then((info) => {
+    if (liveCtx !== ctx) return; // destroyed on purpose (a new draft replaced it)
+    liveCtx = null;
+    draft = null;
+    draftNotice?.({ kind: 'draft-lost', error: { code: 'device-lost', message: `The GPU device was lost (${info.reason}${info.message ? `: ${info.message}` : ''}).`, hint: 'Reload the draft: it comes back from the cache in a moment, on a new device or on the CPU.' } });
+  });
+}
+
+function disposeDraft(): void {
+  draft?.model.dispose();
+  draft = null;
+  const ctx = liveCtx;
+  liveCtx = null;
+  ctx?.device.destroy();
 }
 
 // ---- gateway ----
@@ -349,24 +405,27 @@ async function runBaseline(d: Draft, g: Gateway, req: RunRequest, onEvent: (e: R
 const api: DuetWorkerApi = {
   async loadDraft(opts: LoadOptions, onProgress: (p: LoadProgress) => void): Promise<DraftInfo> {
     const t0 = now();
-    draft?.model.dispose();
-    draft = null;
+    disposeDraft();
     const { source, name } = sourceOf(opts);
-    let weights;
-    let opened;
+    let opened: OpenedModel;
+    let prepared: Prepared;
     try {
-      opened = await openModel(source, {
-        onProgress: (p) => onProgress({
-          phase: 'download',
-          fraction: Number.isFinite(p.totalBytes) && p.totalBytes > 0 ? p.loadedBytes / p.totalBytes : null,
-          detail: `${p.file} · ${(p.loadedBytes / 2 ** 20).toFixed(2)} MiB${Number.isFinite(p.totalBytes) ? ` of ${(p.totalBytes / 2 ** 20).toFixed(2)} MiB` : ''}`,
-        }),
+      opened = await openModel(source, { onProgress: (p) => onProgress({ phase: 'download', fraction: fractionOf(p.loadedBytes, p.totalBytes), detail: `${p.file} · ${mib(p.loadedBytes)}${Number.isFinite(p.totalBytes) ? ` of ${mib(p.totalBytes)}` : ''}` }) });
+      const key = await cacheKey({ sourceId: source.id, configJson: opened.configJson, files: opened.weightFiles }, 'f32');
+      // The cache holds the decoded f32 tensors (HF names): a hit skips the download and
+      // the dtype conversion; packing to q8/q4 happens on upload either way.
+      prepared = await cachedPrepare(weightsCache(), key, { name, format: 'f32' }, async () => {
+        const tensors: CachedTensor[] = [];
+        for await (const t of opened.tensors()) tensors.push({ name: t.name, data: t.data, meta: { shape: t.shape } });
+        return { tensors };
       });
-      weights = await loadWeightsF32(opened);
       await opened.close();
     } catch (err) {
       fail('load-failed', `Could not load the draft model "${name}": ${errorText(err)}`, 'Check the model source (config.json, tokenizer.json and *.safetensors are needed) and retry.');
     }
+    const cachedBytes = prepared.tensors.reduce((a, t) => a + t.data.byteLength, 0);
+    if (prepared.fromCache) onProgress({ phase: 'download', fraction: 1, detail: `skipped: ${mib(cachedBytes)} from the browser cache` });
+    onProgress({ phase: 'cache', fraction: 1, detail: prepared.fromCache ? 'Loaded from the browser cache (IndexedDB).' : prepared.notice ?? `Cached ${mib(cachedBytes)} for the next visit.` });
     if (!opened.tokenizerJson) fail('load-failed', `The draft model "${name}" has no tokenizer.json.`, 'Add the tokenizer.json of the model family to the folder.');
     let tokenizer: Tokenizer;
     try {
@@ -374,20 +433,40 @@ const api: DuetWorkerApi = {
     } catch (err) {
       fail('load-failed', `The draft's tokenizer does not load: ${errorText(err)}`, 'Check tokenizer.json and tokenizer_config.json.');
     }
-    const fallbackReason = opts.forceCpu ? 'CPU chosen in the settings.' : await webgpuUnavailable();
-    const model = new CpuLlama(opened.config, weights);
-    const params = weights.embed.length + weights.finalNorm.length + (weights.lmHead?.length ?? 0) +
-      weights.layers.reduce((a, l) => a + Object.values(l).reduce((b: number, t: Float32Array) => b + t.length, 0), 0);
-    const eos = opened.generationConfig?.eosTokenIds ?? opened.config.eosTokenIds;
+    const config = opened.config;
+    const maxContext = Math.min(config.maxPositionEmbeddings, 2048);
+    const format: WeightFormat = opts.quant === 'q4' ? 'q4' : opts.quant === 'q8' ? 'q8' : 'f32';
+    let model: CausalLM;
+    let fallbackReason: string | null = null;
+    let adapter: string | null = null;
+    let gpuBytes = 0;
+    const gpu = opts.forceCpu ? { error: 'CPU chosen in the settings.' } : await startGpu();
+    if ('ctx' in gpu) {
+      try {
+        const engine = await createEngine(gpu.ctx, config, uploadStream(prepared.tensors, format, onProgress), { format, maxContext });
+        watchDevice(gpu.ctx);
+        model = engine;
+        adapter = gpu.ctx.adapterName;
+        gpuBytes = engine.bufferBytes;
+      } catch (err) {
+        gpu.ctx.device.destroy();
+        fallbackReason = `The WebGPU engine could not start: ${errorText(err)}.`;
+      }
+    } else fallbackReason = gpu.error;
+    model ??= new CpuLlama(config, await collectWeights(config, listStream(prepared.tensors)), maxContext);
+    const params = prepared.tensors.reduce((a, t) => a + (t.data.byteLength >> 2), 0);
+    const eos = opened.generationConfig?.eosTokenIds ?? config.eosTokenIds;
     const info: DraftInfo = {
-      name, backend: 'cpu', fallbackReason, adapter: null, fromCache: false, loadMs: now() - t0,
-      params, vocabSize: opened.config.vocabSize, tokenizerHash: await tokenizerHash(opened.tokenizerJson), hasChatTemplate: tokenizer.hasChatTemplate,
+      name, backend: model instanceof CpuLlama ? 'cpu' : 'webgpu', format: model instanceof CpuLlama ? 'f32' : format, gpuBytes, cacheNotice: prepared.notice,
+      fallbackReason, adapter, fromCache: prepared.fromCache, loadMs: now() - t0,
+      params, vocabSize: config.vocabSize, tokenizerHash: await tokenizerHash(opened.tokenizerJson), hasChatTemplate: tokenizer.hasChatTemplate,
     };
     draft = { model, tokenizer, eosTokenIds: [...eos, ...(tokenizer.eosId !== null && !eos.includes(tokenizer.eosId) ? [tokenizer.eosId] : [])], info };
     return info;
   },
 
   async connect(opts: GatewayOptions, onNotice: (n: WorkerNotice) => void): Promise<GatewayInfo> {
+    draftNotice = onNotice;
     if (!draft) fail('not-ready', 'Load a draft model before connecting.', 'The draft\'s tokenizer is checked against the target\'s on connect.');
     const url = wsUrlOf(opts.url);
     const probe = new RemoteTarget({ url, tokenizerHash: draft.info.tokenizerHash, token: opts.token || undefined, reconnect: false, clientName: 'duet web (probe)', timeoutMs: 15_000 });
@@ -422,16 +501,29 @@ const api: DuetWorkerApi = {
   },
 
   async listCache(): Promise<CacheEntry[]> {
-    return [];
+    const c = weightsCache();
+    if (!c) return [];
+    return (await c.list()).map((e) => ({ key: e.key, name: e.name, format: e.format, byteLength: e.byteLength, savedAt: e.savedAt }));
   },
 
   async deleteCache(key: string): Promise<void> {
-    void key;
+    await weightsCache()?.delete(key);
   },
 
   async engineCheck(spec: EngineCheckSpec): Promise<EngineCheckResult> {
-    void spec;
-    fail('no-webgpu', 'The WebGPU draft engine is not available in this build yet.', '');
+    const gpu = await startGpu();
+    if (!('ctx' in gpu)) fail('no-webgpu', gpu.error, 'Run Chromium with WebGPU enabled.');
+    const config = syntheticConfig('tiny', spec.config);
+    // f32 weights and an f32 KV cache: the comparison with the f32 CPU reference then
+    // measures the engine's arithmetic only.
+    const engine = await createEngine(gpu.ctx, config, randomWeights(config, spec.seed), { format: 'f32', kvFormat: 'f32', maxContext: 64 });
+    try {
+      const logits = await engine.forward(spec.tokens, 0);
+      return { adapter: gpu.ctx.adapterName, positions: spec.tokens.length, vocabSize: config.vocabSize, logits: logits.slice() };
+    } finally {
+      engine.dispose();
+      gpu.ctx.device.destroy();
+    }
   },
 };
 

@@ -48,7 +48,7 @@ export function asUiError(err: unknown): UiError {
 }
 
 export async function loadDraft(): Promise<void> {
-  const { source, quant } = state.draft;
+  const { source, quant, device } = state.draft;
   update((s) => {
     s.draft.status = 'loading';
     s.draft.progress = {};
@@ -56,7 +56,7 @@ export async function loadDraft(): Promise<void> {
   });
   dismiss('err-load-failed');
   try {
-    const info = await engine().loadDraft({ source, quant }, Comlink.proxy((p) => update((s) => { s.draft.progress[p.phase] = p; })));
+    const info = await engine().loadDraft({ source, quant, forceCpu: device === 'cpu' }, Comlink.proxy((p) => update((s) => { s.draft.progress[p.phase] = p; })));
     update((s) => {
       s.draft.status = 'ready';
       s.draft.info = info;

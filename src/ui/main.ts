@@ -72,6 +72,8 @@ async function boot(): Promise<void> {
   if (params.has('test')) installTestApi();
   const gw = params.get('gateway');
   if (gw != null) update((s) => { s.gateway.url = gw; });
+  // ?draft=cpu runs the draft on the CPU reference (also settable in the Models view).
+  if (params.get('draft') === 'cpu') update((s) => { s.draft.device = 'cpu'; });
   state.view = viewFromHash();
   wireTabs();
   if (state.view === 'engine-check') {

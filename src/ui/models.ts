@@ -21,10 +21,14 @@ export function modelsView(root: HTMLElement): void {
   const urlInput = h('input', { id: 'draft-url', type: 'url', placeholder: 'https://example.org/models/Llama-3.2-1B-Instruct/', 'aria-label': 'Draft model URL base' });
   const folderInput = h('input', { id: 'draft-folder', type: 'file', webkitdirectory: true, multiple: true, 'aria-label': 'Draft model folder' });
   const quant = h('select', { id: 'draft-quant', onchange: () => update((s) => { s.draft.quant = quant.value as Quant; }) },
-    h('option', { value: 'none' }, 'as stored (f32 / f16 / bf16)'),
+    h('option', { value: 'none' }, 'f32 — exact, largest'),
     h('option', { value: 'q8' }, 'int8 (per-group scales)'),
     h('option', { value: 'q4' }, 'int4 (group 32) — smallest, default for 1B drafts'));
   quant.value = state.draft.quant;
+  const device = h('select', { id: 'draft-device', onchange: () => update((s) => { s.draft.device = device.value as 'auto' | 'cpu'; }) },
+    h('option', { value: 'auto' }, 'WebGPU where available, else the CPU'),
+    h('option', { value: 'cpu' }, 'CPU (TypeScript reference)'));
+  device.value = state.draft.device;
   const loadBtn = h('button', { class: 'btn primary', type: 'button', onclick: () => void load(), 'data-testid': 'load-draft' }, 'Load draft');
   const progress = h('div', { 'aria-label': 'Load progress' });
   const draftInfo = h('dl', { class: 'kv', 'data-testid': 'draft-info' });
@@ -46,7 +50,8 @@ export function modelsView(root: HTMLElement): void {
           radio('folder', 'From a folder on this computer', 'Pick a downloaded model folder; nothing is uploaded.'))),
       h('label', { class: 'field', for: 'draft-url' }, h('span', {}, 'URL base'), urlInput),
       h('label', { class: 'field', for: 'draft-folder' }, h('span', {}, 'Local folder'), folderInput),
-      h('label', { class: 'field', for: 'draft-quant' }, h('span', {}, 'Weights in the browser'), quant),
+      h('label', { class: 'field', for: 'draft-device' }, h('span', {}, 'Run the draft on'), device),
+      h('label', { class: 'field', for: 'draft-quant' }, h('span', {}, 'Weight format on the GPU (the CPU fallback always uses f32)'), quant),
       h('div', { class: 'row' }, loadBtn),
       h('h3', { style: 'margin:1rem 0 0.5rem' }, 'Progress'), progress,
       h('h3', { style: 'margin:1rem 0 0.5rem' }, 'Loaded draft'), draftInfo),
@@ -111,8 +116,8 @@ export function modelsView(root: HTMLElement): void {
     cacheBody.replaceChildren(...(cache.length === 0
       ? [h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'Nothing cached yet.'))]
       : cache.map((e) => h('tr', { 'data-testid': 'cache-row' },
-        h('td', {}, e.name), h('td', {}, e.quant), h('td', { class: 'num' }, fmtBytes(e.byteLength)),
-        h('td', {}, h('button', { class: 'btn danger', type: 'button', 'aria-label': `Delete cached ${e.name} (${e.quant})`,
+        h('td', {}, e.name), h('td', {}, e.format), h('td', { class: 'num' }, fmtBytes(e.byteLength)),
+        h('td', {}, h('button', { class: 'btn danger', type: 'button', 'aria-label': `Delete cached ${e.name} (${e.format})`,
           onclick: async () => {
             try {
               await engine().deleteCache(e.key);
@@ -141,11 +146,13 @@ export function modelsView(root: HTMLElement): void {
     draftInfo.replaceChildren(...(i ? kv([
       ['Model', i.name],
       ['Runs on', i.backend === 'webgpu' ? `WebGPU · ${i.adapter ?? ''}` : `CPU (fallback)${i.fallbackReason ? ` — ${i.fallbackReason}` : ''}`],
+      ['Weights', `${i.format}${i.gpuBytes ? ` · ${fmtBytes(i.gpuBytes)} of GPU buffers` : ''}`],
       ['Parameters', i.params.toLocaleString()],
       ['Vocabulary', i.vocabSize.toLocaleString()],
       ['Loaded', `${fmt(i.loadMs, 0, ' ms')}${i.fromCache ? ' (from cache)' : ''}`],
       ['Chat template', i.hasChatTemplate ? 'yes' : 'none (plain continuation)'],
       ['Tokenizer hash', i.tokenizerHash.slice(0, 16)],
+      ...(i.cacheNotice ? [['Cache', i.cacheNotice] as [string, string]] : []),
     ]) : [h('dt', {}, 'Status'), h('dd', {}, d.status === 'error' ? `error: ${d.error?.message}` : d.status)]));
     const g = state.gateway;
     gwBtn.disabled = g.status === 'connecting';

@@ -12,6 +12,8 @@ export interface DraftState {
   error: UiError | null;
   source: DraftSource;
   quant: Quant;
+  /** 'auto': WebGPU where it works, else the CPU; 'cpu': always the CPU reference. */
+  device: 'auto' | 'cpu';
 }
 
 export interface GatewayState {
@@ -76,7 +78,7 @@ export const DEFAULT_SETTINGS: RunSettings = {
 
 export const state: AppState = {
   view: 'chat',
-  draft: { status: 'idle', info: null, progress: {}, error: null, source: { kind: 'bundled' }, quant: 'none' },
+  draft: { status: 'idle', info: null, progress: {}, error: null, source: { kind: 'bundled' }, quant: 'none', device: 'auto' },
   gateway: { status: 'idle', info: null, error: null, url: '', token: '', detail: '' },
   settings: { ...DEFAULT_SETTINGS },
   chat: [],
