@@ -1,4 +1,10 @@
-// The WGSL engine's public surface (browser worker, Node verifier, CLI).
+// The WGSL engine's public surface (browser worker, Node verifier, CLI). Typical use:
+//   const ctx = await requestDevice();                       // src/kernels/gpu.ts
+//   const lm = await createEngine(ctx, config, weightsOrTensorStream, { format: 'q4', maxContext: 4096 });
+//   const ids = await lm.forwardArgmax(promptIds, 0);          // greedy: N words read back
+//   const top = await lm.forwardTopK([id], lm.length, 40);     // sampling: 2k words per row
+//   lm.rollback(n);                                            // O(1)
+// lm.memory / lm.bufferBytes report the GPU buffers; planBuffers() gives them without a device.
 export { WebGpuLlama, createEngine, type MemoryReport, type StreamedTensor, type WeightsInput } from './llama.ts';
 export { type GpuEngineOptions, type MemoryPlan, planBuffers, resolveOptions } from './plan.ts';
 export type { TopkRow } from '../../kernels/topk.ts';

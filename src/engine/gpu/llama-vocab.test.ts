@@ -20,4 +20,4 @@ it('Llama-3.2-1B shapes, 2 layers, vocab 128256, q4, f32 KV', async () => {
   const worst = await scenario(gpu, cpu, 17, 1e-8, 1);
   console.log(`1B q4 full vocab: worst NMSE ${worst.toExponential(2)}; ${gpu.bufferBytes} buffer bytes`);
   gpu.dispose();
-});
+}, 900_000);

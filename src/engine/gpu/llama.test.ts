@@ -20,9 +20,11 @@ afterAll(() => ctx?.device.destroy());
 const build = (...a: Parameters<typeof buildWith> extends [GpuContext, ...infer R] ? R : never) => buildWith(ctx, ...a);
 
 describe('WebGpuLlama vs CpuLlama', () => {
-  it('tiny config, f32, prefill in chunks of 8 (maxBatch), f32 KV: NMSE ≤ 1e-9', async () => {
+  // maxChunkBytes splits every matrix (the tied embedding / LM head into 4) as a big vocabulary
+  // does past maxStorageBufferBindingSize.
+  it('tiny config, f32, split matrices, prefill in chunks of 8 (maxBatch), f32 KV: NMSE ≤ 1e-9', async () => {
     const c = syntheticConfig('tiny');
-    const { gpu, cpu } = await build(c, 'f32', { kvFormat: 'f32', maxBatch: 8, maxContext: 64 });
+    const { gpu, cpu } = await build(c, 'f32', { kvFormat: 'f32', maxBatch: 8, maxContext: 64, maxChunkBytes: 100_000 });
     const worst = await scenario(gpu, cpu, 19, 1e-9);
     console.log(`tiny f32: worst NMSE ${worst.toExponential(2)}`);
     expect(gpu.allocatedStorageBytes).toBe(gpu.plan.total);
@@ -53,7 +55,7 @@ describe('WebGpuLlama vs CpuLlama', () => {
 
   it('forwardArgmax and forwardTopK read back what forward computes', async () => {
     const c = syntheticConfig('tiny');
-    const { gpu } = await build(c, 'f16', { maxContext: 64, maxBatch: 4 }, 5);
+    const { gpu } = await build(c, 'f32', { maxContext: 64, maxBatch: 4 }, 5);
     const p = prompt(11, c.vocabSize, 2);
     const logits = await gpu.forward(p, 0);
     gpu.rollback(0);
@@ -75,22 +77,6 @@ describe('WebGpuLlama vs CpuLlama', () => {
     gpu.dispose();
   });
 
-  // Real layer shapes, 2 layers, small vocabularies (the full 128256 one is in llama-vocab.test.ts).
-  it('Llama-3.2-1B layer shapes, 2 layers, vocab 4099, f32, f32 KV: NMSE ≤ 1e-8', async () => {
-    const c = syntheticConfig('1b', { numLayers: 2, vocabSize: 4099 });
-    const { gpu, cpu } = await build(c, 'f32', { kvFormat: 'f32', maxContext: 128 });
-    const worst = await scenario(gpu, cpu, 17, 1e-8);
-    console.log(`1B f32: worst NMSE ${worst.toExponential(2)}`);
-    gpu.dispose();
-  });
-
-  it('Llama-3.2-3B layer shapes, 2 layers, vocab 1031, bf16, f32 KV: NMSE ≤ 1e-8', async () => {
-    const c = syntheticConfig('3b', { numLayers: 2, vocabSize: 1031 });
-    const { gpu, cpu } = await build(c, 'bf16', { kvFormat: 'f32', maxContext: 128 });
-    const worst = await scenario(gpu, cpu, 18, 1e-8);
-    console.log(`3B bf16: worst NMSE ${worst.toExponential(2)}`);
-    gpu.dispose();
-  });
 });
 
 describe('memory', () => {

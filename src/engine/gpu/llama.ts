@@ -6,7 +6,7 @@
 
 import { type LlamaConfig, kvDim, qDim, ropeInvFreq } from '../config.ts';
 import type { CausalLM } from '../model.ts';
-import { packMatrix } from '../quantize.ts';
+import { packMatrix, packedByteLength } from '../quantize.ts';
 import { type LayerWeights, type LlamaWeights, expectedShapes, layerTensorNames } from '../weights.ts';
 import { type GpuContext, GpuOutOfMemoryError, createBufferFrom } from '../../kernels/gpu.ts';
 import { type GpuMatrix, MATMUL_PARAMS_BYTES, allocateMatrix, createMatmul, writeMatrixRows } from '../../kernels/matmul.ts';
@@ -85,6 +85,8 @@ export class WebGpuLlama implements CausalLM {
   private readonly owned: GPUBuffer[] = [];
   private readonly matrices: GpuMatrix[] = [];
   private uniformBytes = 0;
+  /** Per allocation: its bytes and the out-of-memory error scope around it. */
+  private readonly allocations: { label: string; bytes: number; error: Promise<GPUError | null> }[] = [];
 
   // activations, (maxBatch, ...) row-major
   private ids!: GPUBuffer;     // (M) u32 token ids
@@ -112,6 +114,8 @@ export class WebGpuLlama implements CausalLM {
   private argmaxOp!: Op<number>;
   private topkOp!: Op<{ m: number; k: number }>;
 
+  private maxChunkBytes: number | undefined;
+
   private constructor(private readonly ctx: GpuContext, config: LlamaConfig, opts: ResolvedOptions) {
     this.config = config;
     this.options = opts;
@@ -122,19 +126,17 @@ export class WebGpuLlama implements CausalLM {
   /** Plan, check the budget, allocate, upload (from f32 weights or a tensor stream), build the ops. */
   static async create(ctx: GpuContext, config: LlamaConfig, weights: WeightsInput, options: GpuEngineOptions = {}): Promise<WebGpuLlama> {
     const e = new WebGpuLlama(ctx, config, resolveOptions(config, options));
+    e.maxChunkBytes = options.maxChunkBytes;
     const budget = options.memoryBudgetBytes;
     if (budget !== undefined && e.plan.total > budget) {
       throw new GpuOutOfMemoryError(e.plan.total, budget, `the ${config.numLayers}-layer model in ${e.options.format} with a ${e.maxContext}-token KV cache`);
     }
-    ctx.device.pushErrorScope('out-of-memory');
     try {
       e.allocate();
-    } finally {
-      const err = await ctx.device.popErrorScope();
-      if (err) {
-        e.dispose();
-        throw new GpuOutOfMemoryError(e.plan.total, 0, `the device refused the buffers (${err.message}): the model in ${e.options.format}`);
-      }
+      await e.checkAllocations();
+    } catch (err) {
+      e.dispose();
+      throw err;
     }
     try {
       await e.upload(weights);
@@ -293,14 +295,38 @@ export class WebGpuLlama implements CausalLM {
 
   // ---- construction ----
 
+  /** Run one allocation inside its own out-of-memory error scope. */
+  private scoped<T>(label: string, bytes: number, make: () => T): T {
+    const device = this.ctx.device;
+    device.pushErrorScope('out-of-memory');
+    try {
+      return make();
+    } finally {
+      this.allocations.push({ label, bytes, error: device.popErrorScope() });
+    }
+  }
+
+  /** After allocate(): the first refused buffer turns into a GpuOutOfMemoryError with what did fit. */
+  private async checkAllocations(): Promise<void> {
+    let fitted = 0;
+    for (const a of this.allocations) {
+      const err = await a.error;
+      if (err) {
+        throw new GpuOutOfMemoryError(this.plan.total, fitted, `the model in ${this.options.format} with a ${this.maxContext}-token KV cache (the device refused buffer "${a.label}": ${err.message})`);
+      }
+      fitted += a.bytes;
+    }
+  }
+
   private buffer(label: string, bytes: number, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC): GPUBuffer {
-    const b = this.ctx.device.createBuffer({ label, size: Math.max(16, Math.ceil(bytes / 4) * 4), usage });
+    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const b = this.scoped(label, size, () => this.ctx.device.createBuffer({ label, size, usage }));
     this.owned.push(b);
     return b;
   }
 
   private matrix(label: string, rows: number, cols: number): GpuMatrix {
-    const m = allocateMatrix(this.ctx, rows, cols, this.options.format, label);
+    const m = this.scoped(label, packedByteLength(rows, cols, this.options.format), () => allocateMatrix(this.ctx, rows, cols, this.options.format, label, { maxChunkBytes: this.maxChunkBytes }));
     this.matrices.push(m);
     return m;
   }
@@ -338,7 +364,7 @@ export class WebGpuLlama implements CausalLM {
     this.finalNorm = this.buffer('finalNorm', dim * 4);
     this.lmHead = c.tieWordEmbeddings ? this.embed : this.matrix('lmHead', c.vocabSize, dim);
     const table = ropeTable(ropeInvFreq(c), this.maxContext);
-    this.rope = createBufferFrom(this.ctx, table, GPUBufferUsage.STORAGE, 'ropeTable');
+    this.rope = this.scoped('ropeTable', table.byteLength, () => createBufferFrom(this.ctx, table, GPUBufferUsage.STORAGE, 'ropeTable'));
     this.owned.push(this.rope);
     this.ids = this.buffer('ids', M * 4);
     this.x = this.buffer('x', M * dim * 4);

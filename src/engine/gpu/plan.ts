@@ -18,6 +18,8 @@ export interface GpuEngineOptions {
   maxBatch?: number;
   /** Refuse (GpuOutOfMemoryError) before allocating when the plan exceeds this. */
   memoryBudgetBytes?: number;
+  /** Split each matrix into buffers of at most this many bytes (default: the device's limits; tests force splits). */
+  maxChunkBytes?: number;
 }
 
 export interface ResolvedOptions {
