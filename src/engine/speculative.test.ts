@@ -113,15 +113,18 @@ describe('KController', () => {
     expect(c.expectedTokens(4, 1)).toBe(5);
   });
 
-  it('fits V(k) = a + b (k + 1) from observations', () => {
+  it('models verify time per k, and by a line through the seen k for unseen ones', () => {
     const c = new KController(8);
-    for (let i = 0; i < 40; i++) {
-      const k = 1 + (i % 8);
-      c.observeRound(k, 1, 10 + 3 * (k + 1), 10 + 3 * (k + 1));
-    }
-    const { a, b } = c.verifyModel();
-    expect(a).toBeCloseTo(10, 6);
-    expect(b).toBeCloseTo(3, 6);
+    for (let i = 0; i < 10; i++) for (const k of [2, 6]) c.observeRound(k, 1, 10 + 3 * (k + 1), 10 + 3 * (k + 1));
+    expect(c.verifyTime(2)).toBeCloseTo(19, 9);
+    expect(c.verifyTime(6)).toBeCloseTo(31, 9);
+    const { a, b } = c.verifyLine();
+    expect(a).toBeCloseTo(10, 9);
+    expect(b).toBeCloseTo(3, 9);
+    expect(c.verifyTime(4)).toBeCloseTo(25, 9);
+    // a noisy, slow k = 1 does not make k = 4 look slow
+    for (let i = 0; i < 30; i++) c.observeRound(1, 1, 200, 200);
+    expect(c.verifyTime(6)).toBeCloseTo(31, 9);
   });
 
   it('drafts long blocks when acceptance is high and rounds are expensive, short ones otherwise', () => {
@@ -140,8 +143,10 @@ describe('KController', () => {
     expect(feed(false, 10, 10, 10).best()).toBe(1);
     const c = feed(true, 55, 5, 1);
     expect(c.alpha).toBeGreaterThan(0.9);
-    // choose() probes kInit, kInit / 2, then follows the model
-    const fresh = new KController(8);
-    expect([fresh.choose(), fresh.choose()]).toEqual([4, 2]);
+    // choose() probes kInit, kInit / 2, then follows the model with a neighbour every 8th round
+    const fresh = feed(true, 55, 5, 1);
+    const ks = Array.from({ length: 17 }, () => fresh.choose());
+    expect(ks.slice(0, 2)).toEqual([4, 2]);
+    expect(ks.slice(2).filter((k) => k !== 8)).toEqual([7, 7]);
   });
 });

@@ -88,28 +88,28 @@ function macrotask(): Promise<void> {
  * Acceptance: each draft token stands with probability α (i.i.d.), so a round of k yields
  *   E(k) = 1 + α + … + α^k = (1 − α^{k+1}) / (1 − α)   tokens (accepted + correction/bonus).
  * α is the censored-geometric MLE over recent rounds (a round of k with n accepted adds n
- * successes and, if n < k, one failure), decayed by 0.9 per round, with a Beta-like prior of
- * weight 4 at α0 = 0.7.
- * Time of a round: T(k) = k·d + R + V(k), with d the measured draft ms per token, R the round
- * overhead (round latency minus the target's verify time: RTT, queueing, codec) as an EMA, and
- * V(k) = a + b·(k + 1) the verify time, fitted by decayed least squares over (k + 1, verifyMs)
- * (a CPU target is ~linear in positions, a GPU one ~flat). With pipelining the next block's
- * drafting overlaps the round when the block is fully confirmed (probability h ≈ α^{k+1}):
+ * successes and, if n < k, one failure), decayed by 0.9 per round, with a prior of weight 4 at
+ * α0 = 0.7.
+ * Time of a round: T(k) = k·d + R + V(k), with d the measured draft ms per token (EMA), R the
+ * round overhead (round latency minus the target's verify time: RTT, queueing, codec; EMA) and
+ * V(k) the verify time of a k-block: an EMA per k that was used, and for a k never used a
+ * least-squares line a + b·(k + 1) (a, b >= 0) through the per-k values (a CPU target is ~linear
+ * in positions, a GPU or batched one ~flat). With one k seen, V is taken as half fixed, half
+ * proportional to positions. A per-k table (not one global fit) keeps noisy or stale rounds at
+ * one k from dragging the estimate for every other k.
+ * With pipelining the next block's drafting overlaps the round when the block is fully
+ * confirmed (probability h ≈ α^{k+1}):
  *   T(k) = R + V(k) + (1 − h)·k·d + h·max(0, k·d − R − V(k)).
- * Two probe rounds (kInit, then kInit / 2) give the fit two abscissae; every 16th round probes
- * a neighbour of the optimum so the fit keeps seeing more than one k.
+ * Probes: the first two rounds use kInit and kInit / 2; every 8th round tries a neighbour of the
+ * optimum (alternating above and below) so the table stays current near it.
  */
 export class KController {
   private succ = 0;
   private trials = 0;
-  private drafMs = NaN;
+  private draftMs = NaN;
   private overheadMs = NaN;
-  // decayed sums for V(k) = a + b x, x = k + 1
-  private sw = 0;
-  private sx = 0;
-  private sy = 0;
-  private sxx = 0;
-  private sxy = 0;
+  /** EMA of verify ms per block size k (index k). */
+  private readonly verifyMsAt: number[] = [];
   private round = 0;
 
   constructor(readonly kMax: number, readonly kInit = Math.min(4, kMax), readonly pipeline = false) {}
@@ -125,37 +125,47 @@ export class KController {
     this.trials = 0.9 * this.trials + accepted + (accepted < k ? 1 : 0);
     const overhead = Math.max(0, roundMs - verifyMs);
     this.overheadMs = Number.isNaN(this.overheadMs) ? overhead : 0.8 * this.overheadMs + 0.2 * overhead;
-    const x = k + 1;
-    const y = verifyMs;
-    const lam = 0.95;
-    this.sw = lam * this.sw + 1;
-    this.sx = lam * this.sx + x;
-    this.sy = lam * this.sy + y;
-    this.sxx = lam * this.sxx + x * x;
-    this.sxy = lam * this.sxy + x * y;
+    const prev = this.verifyMsAt[k];
+    this.verifyMsAt[k] = prev === undefined ? verifyMs : 0.7 * prev + 0.3 * verifyMs;
   }
 
   observeDraft(msPerToken: number): void {
-    this.drafMs = Number.isNaN(this.drafMs) ? msPerToken : 0.8 * this.drafMs + 0.2 * msPerToken;
+    this.draftMs = Number.isNaN(this.draftMs) ? msPerToken : 0.8 * this.draftMs + 0.2 * msPerToken;
   }
 
-  /** Verify time model V(x) = a + b x, a, b >= 0. */
-  verifyModel(): { a: number; b: number } {
-    if (this.sw === 0) return { a: 0, b: 0 };
-    const mx = this.sx / this.sw;
-    const my = this.sy / this.sw;
-    const vxx = this.sxx / this.sw - mx * mx;
-    if (vxx < 1e-6) return { a: my, b: 0 };
-    let b = (this.sxy / this.sw - mx * my) / vxx;
+  /** Line a + b·(k + 1), a, b >= 0, through the per-k verify times (each k weighted once). */
+  verifyLine(): { a: number; b: number } {
+    const pts: [number, number][] = [];
+    this.verifyMsAt.forEach((y, k) => y !== undefined && pts.push([k + 1, y]));
+    if (pts.length === 0) return { a: 0, b: 0 };
+    const n = pts.length;
+    const mx = pts.reduce((s, p) => s + p[0], 0) / n;
+    const my = pts.reduce((s, p) => s + p[1], 0) / n;
+    if (n === 1) return { a: my / 2, b: my / 2 / mx };
+    let sxx = 0;
+    let sxy = 0;
+    for (const [x, y] of pts) {
+      sxx += (x - mx) ** 2;
+      sxy += (x - mx) * (y - my);
+    }
+    let b = sxy / sxx;
     let a = my - b * mx;
     if (b < 0) {
       b = 0;
       a = my;
     } else if (a < 0) {
       a = 0;
-      b = this.sxy / this.sxx;
+      b = pts.reduce((s, p) => s + p[0] * p[1], 0) / pts.reduce((s, p) => s + p[0] * p[0], 0);
     }
     return { a, b };
+  }
+
+  /** Expected verify ms of a k-block. */
+  verifyTime(k: number): number {
+    const seen = this.verifyMsAt[k];
+    if (seen !== undefined) return seen;
+    const { a, b } = this.verifyLine();
+    return a + b * (k + 1);
   }
 
   expectedTokens(k: number, alpha = this.alpha): number {
@@ -163,9 +173,8 @@ export class KController {
   }
 
   roundTime(k: number): number {
-    const { a, b } = this.verifyModel();
-    const d = Number.isNaN(this.drafMs) ? 0 : this.drafMs;
-    const r = (Number.isNaN(this.overheadMs) ? 0 : this.overheadMs) + a + b * (k + 1);
+    const d = Number.isNaN(this.draftMs) ? 0 : this.draftMs;
+    const r = (Number.isNaN(this.overheadMs) ? 0 : this.overheadMs) + this.verifyTime(k);
     if (!this.pipeline) return k * d + r;
     const h = this.alpha ** (k + 1);
     return r + (1 - h) * k * d + h * Math.max(0, k * d - r);
@@ -176,8 +185,7 @@ export class KController {
     let bestK = 1;
     let bestRate = -Infinity;
     for (let k = 1; k <= this.kMax; k++) {
-      const t = this.roundTime(k);
-      const rate = this.expectedTokens(k) / Math.max(t, 1e-6);
+      const rate = this.expectedTokens(k) / Math.max(this.roundTime(k), 1e-6);
       if (rate > bestRate * (1 + 1e-9)) {
         bestRate = rate;
         bestK = k;
@@ -191,7 +199,11 @@ export class KController {
     if (r === 0) return this.kInit;
     if (r === 1) return Math.max(1, Math.floor(this.kInit / 2));
     const k = this.best();
-    if (r % 16 === 0) return k < this.kMax ? k + 1 : k - 1 || 1;
+    if (r % 8 === 0) {
+      const up = (r / 8) % 2 === 1;
+      const probe = up ? k + 1 : k - 1;
+      return probe >= 1 && probe <= this.kMax ? probe : up ? k - 1 || 1 : Math.min(k + 1, this.kMax);
+    }
     return k;
   }
 }

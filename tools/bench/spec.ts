@@ -1,5 +1,5 @@
 // `duet bench spec`: speculative decoding on the bundled tiny pair, in one run.
-//  - kSweep: tokens per target pass, acceptance and tok/s at k = 1..8 and adaptive, greedy and
+//  - kSweep: tokens per target pass, acceptance and tok/s at k = 1..8 (--quick: 1, 2, 4, 8) and adaptive, greedy and
 //    T = 0.7 (in-process LocalTarget on the CPU reference, no injected latency). Greedy runs are
 //    also checked token-for-token against target-only output (mismatches must be 0).
 //  - rtt: speedup vs target-only baseline at injected RTT 0, 20, 50 ms, with and without
@@ -72,9 +72,9 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   const draftDir = o.draftDir ?? 'public/models/tiny-draft';
   const draftModel = await loadModelDir(resolve(draftDir));
   if (draftModel.config.vocabSize !== pair.config.vocabSize) throw new Error(`draft vocab ${draftModel.config.vocabSize} != target vocab ${pair.config.vocabSize}`);
-  const nPrompts = Math.min(pair.prompts.length, quick ? 2 : 8);
+  const nPrompts = Math.min(pair.prompts.length, quick ? 1 : 8);
   const prompts = pair.prompts.slice(0, nPrompts);
-  const maxTokens = quick ? 24 : 64;
+  const maxTokens = quick ? 16 : 64;
   const ctx = Math.min(pair.config.maxPositionEmbeddings, 256);
   const target = new CpuLlama(pair.config, pair.target, ctx);
   const draft = new CpuLlama(draftModel.config, draftModel.weights, ctx);
@@ -97,7 +97,7 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
 
   const kSweep: SweepRow[] = [];
   for (const [name, params] of [['greedy', GREEDY], ['t0.7', T07]] as const) {
-    for (const k of [1, 2, 3, 4, 5, 6, 7, 8, 'adaptive'] as const) {
+    for (const k of quick ? ([1, 2, 4, 8, 'adaptive'] as const) : ([1, 2, 3, 4, 5, 6, 7, 8, 'adaptive'] as const)) {
       const row = { tokens: 0, passes: 0, drafted: 0, accepted: 0, rounds: 0, kSum: 0, ms: 0, draftMs: 0, draftTok: 0, verifyMs: 0, mismatches: 0 };
       for (const [i, p] of prompts.entries()) {
         const r = await speculate(draft, new LocalTarget(target), p, {
