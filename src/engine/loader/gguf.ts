@@ -10,6 +10,7 @@ import { layerTensorNames } from '../weights.ts';
 import { ModelSourceError, WeightsFormatError } from './errors.ts';
 import { type GenerationConfig, type LoadedTensor, type OpenModelOptions, type OpenedModel, checkTensorSet, parseGenerationConfig } from './model.ts';
 import { type TensorInfo } from './safetensors.ts';
+import { ggufTokenizer } from './gguf-tokenizer.ts';
 import { type ModelSource, type SourceFile, ProgressTracker, ShortReadError } from './source.ts';
 
 /** ggml type id → [name, elements per block, bytes per block] */
@@ -109,7 +110,7 @@ export function ggufConfigJson(meta: Meta, file: string, infos: GGUFParseOutput[
  * published values, then check that they reproduce every divisor (else refuse).
  */
 function inferLlama3Scaling(json: Record<string, unknown>, factors: Float32Array, file: string): Record<string, unknown> {
-  const factor = Math.max(...factors);
+  const factor = factors.reduce((a, b) => Math.max(a, b), 0);
   const scaling = { rope_type: 'llama3', factor, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
   const cfg = parseConfig({ ...json, rope_scaling: scaling }, file);
   const base = ropeInvFreq({ ...cfg, ropeScaling: null });
@@ -256,6 +257,16 @@ async function openGgufFile(source: ModelSource, f: SourceFile, opts: OpenModelO
     }
   };
   const genRaw = await readJson('generation_config.json');
+  // A tokenizer.json shipped beside the .gguf wins; else rebuild one from tokenizer.ggml.*.
+  const tokenizerFiles = async (): Promise<{ tokenizerJson: Record<string, unknown> | null; tokenizerConfig: Record<string, unknown> | null }> => {
+    const beside = await readJson('tokenizer.json');
+    const rebuilt = ggufTokenizer(meta);
+    const fromGguf = 'tokenizerJson' in rebuilt ? rebuilt : null;
+    return {
+      tokenizerJson: beside ?? fromGguf?.tokenizerJson ?? null,
+      tokenizerConfig: (await readJson('tokenizer_config.json')) ?? (beside ? null : fromGguf?.tokenizerConfig ?? null),
+    };
+  };
   const generationConfig: GenerationConfig = parseGenerationConfig(genRaw ?? {}, config);
   const totalBytes = usable.reduce((a, t) => a + t.byteLength, 0);
   return {
@@ -264,9 +275,7 @@ async function openGgufFile(source: ModelSource, f: SourceFile, opts: OpenModelO
     config,
     configJson,
     generationConfig,
-    // GGUF carries its vocabulary in metadata, not as tokenizer.json; use one shipped beside it.
-    tokenizerJson: await readJson('tokenizer.json'),
-    tokenizerConfig: await readJson('tokenizer_config.json'),
+    ...(await tokenizerFiles()),
     weightFiles: [{ name: file, byteLength: f.byteLength, version: stat?.version }],
     tensorInfos: usable,
     async *tensors(): AsyncIterable<LoadedTensor> {
