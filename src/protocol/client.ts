@@ -56,7 +56,7 @@ export interface RemoteTargetOptions {
   /** How the injected latency waits (tests pass a fake clock); default setTimeout. */
   delay?: (ms: number) => Promise<void>;
   createWebSocket?: WebSocketFactory;
-  /** A request with no answer after this long counts as a lost connection. */
+  /** A request with no answer (or, for a stream, no next token) for this long counts as a lost connection. Default 120 s. */
   timeoutMs?: number;
   onEvent?: (e: ClientEvent) => void;
   clientName?: string;
@@ -69,6 +69,9 @@ const now = (): number => globalThis.performance.now();
 /** Internal: the socket went away while a request was in flight (retried after resume). */
 class Disconnected extends Error {
   override name = 'Disconnected';
+  constructor(message: string, readonly timedOut = false) {
+    super(message);
+  }
 }
 
 async function defaultFactory(): Promise<WebSocketFactory> {
@@ -85,6 +88,8 @@ interface Waiter {
   onMessage: (m: ServerMessage) => boolean; // true: done
   resolve: () => void;
   reject: (e: unknown) => void;
+  /** close() during this request resolves it with what arrived so far (a stream) instead of failing it. */
+  endsOnClose?: boolean;
 }
 
 export class RemoteTarget implements TargetLink {
@@ -114,7 +119,7 @@ export class RemoteTarget implements TargetLink {
 
   /** Connect and say hello; resolves with the gateway's info. Called lazily by open() too. */
   async connect(): Promise<GatewayInfo> {
-    await this.ensureConnected();
+    await this.withResume(() => this.ensureConnected());
     return this.gateway as GatewayInfo;
   }
 
@@ -174,7 +179,7 @@ export class RemoteTarget implements TargetLink {
           onToken?.(t);
         }
         return m.done;
-      });
+      }, true);
     });
     return out;
   }
@@ -191,7 +196,9 @@ export class RemoteTarget implements TargetLink {
       }
     }
     this.sessionOpen = false;
-    this.failWaiter(new ProtocolError('CONNECTION_LOST', 'the client was closed'));
+    // a stream (generate) ends with the tokens it has; a verify cannot finish without its verdict
+    if (this.waiter?.endsOnClose) this.waiter.resolve();
+    else this.failWaiter(new ProtocolError('CONNECTION_LOST', 'the client was closed while a request was in flight'));
     ws?.close(1000, 'client closed');
     this.ws = null;
   }
@@ -235,7 +242,10 @@ export class RemoteTarget implements TargetLink {
         const retriable = e instanceof Disconnected || (e instanceof ProtocolError && e.code === 'SHUTTING_DOWN');
         if (!retriable || this.closedByUser || this.fatal) throw this.fatal ?? this.surface(e);
         this.sessionOpen = false;
-        if (failures >= attempts) throw new ProtocolError('CONNECTION_LOST', `lost the gateway and ${attempts} reconnect attempt(s) failed: ${(e as Error).message}`, true);
+        if (failures >= attempts) {
+          const code = e instanceof Disconnected && e.timedOut ? 'TIMEOUT' : 'CONNECTION_LOST';
+          throw new ProtocolError(code, attempts ? `lost the gateway and ${attempts} reconnect attempt(s) failed: ${(e as Error).message}` : (e as Error).message, true);
+        }
         const delayMs = Math.min(rc!.maxDelayMs ?? 2000, (rc!.baseDelayMs ?? 100) * 2 ** failures);
         failures++;
         this.opts.onEvent?.({ type: 'reconnecting', attempt: failures, delayMs });
@@ -246,7 +256,7 @@ export class RemoteTarget implements TargetLink {
   }
 
   private surface(e: unknown): unknown {
-    if (e instanceof Disconnected) return new ProtocolError('CONNECTION_LOST', e.message, true);
+    if (e instanceof Disconnected) return new ProtocolError(e.timedOut ? 'TIMEOUT' : 'CONNECTION_LOST', e.message, true);
     return e;
   }
 
@@ -291,7 +301,11 @@ export class RemoteTarget implements TargetLink {
       ws.onclose = (ev) => {
         prevClose?.(ev);
         if (!opened) {
-          void (refusedStatus !== null ? Promise.resolve(refusalError(refusedStatus, url)) : probeRefusal(url)).then((r) => {
+          // Only a browser hides the HTTP status of a refused upgrade; npm `ws` reported it above.
+          const isBrowserSocket = typeof (ws as unknown as { on?: unknown }).on !== 'function';
+          const why = refusedStatus !== null ? Promise.resolve(refusalError(refusedStatus, url))
+            : isBrowserSocket && !this.closedByUser && ev.code === 1006 ? probeRefusal(url) : Promise.resolve(null);
+          void why.then((r) => {
             if (r) {
               this.fatal = r;
               reject(r);
@@ -309,7 +323,7 @@ export class RemoteTarget implements TargetLink {
   }
 
   /** Send one frame and feed matching answers to onMessage until it returns true. */
-  private async request(frame: string | Uint8Array, match: Waiter['match'], onMessage: Waiter['onMessage']): Promise<void> {
+  private async request(frame: string | Uint8Array, match: Waiter['match'], onMessage: Waiter['onMessage'], endsOnClose = false): Promise<void> {
     const half = (this.opts.rttMs ?? 0) / 2;
     if (half > 0) await this.delay(half);
     const ws = this.ws;
@@ -317,17 +331,24 @@ export class RemoteTarget implements TargetLink {
     if (this.waiter) throw new ProtocolError('BUSY', 'a request is already in flight on this RemoteTarget; await it first');
     const timeoutMs = this.opts.timeoutMs ?? 120_000;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      // an inactivity timeout: every answer (each streamed token too) restarts it
+      const expire = () => {
         // treat silence as a dead link: closing the socket makes withResume reconnect and resume
-        this.failWaiter(new Disconnected(`no answer from the gateway within ${timeoutMs} ms`));
+        this.failWaiter(new Disconnected(`no answer from the gateway within ${timeoutMs} ms`, true));
         ws.close(4000, 'timeout');
-      }, timeoutMs);
+      };
+      let timer = setTimeout(expire, timeoutMs);
       const done = (f: () => void) => () => {
         clearTimeout(timer);
         this.waiter = null;
         f();
       };
-      this.waiter = { match, onMessage, resolve: done(resolve), reject: (e) => done(() => reject(e))() };
+      const onAnswer: Waiter['onMessage'] = (m) => {
+        clearTimeout(timer);
+        timer = setTimeout(expire, timeoutMs);
+        return onMessage(m);
+      };
+      this.waiter = { match, onMessage: onAnswer, resolve: done(resolve), reject: (e) => done(() => reject(e))(), endsOnClose };
       try {
         ws.send(frame);
       } catch (e) {

@@ -24,7 +24,7 @@ export const ERROR_CODES = [
   'VERIFIER_FAILED', // the target backend failed on this session's request
   'SHUTTING_DOWN', // the gateway is stopping; reconnect (to it or another) and resume
   'CONNECTION_LOST', // client side: the socket closed and reconnecting was exhausted or disabled
-  'TIMEOUT', // client side: no answer within the configured time
+  'TIMEOUT', // client side: no answer within timeoutMs and no reconnect left to try
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

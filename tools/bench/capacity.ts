@@ -23,6 +23,8 @@ export interface CapacityPair {
   name: string;
   config: LlamaConfig;
   target: LlamaWeights;
+  /** The draft's own config (layers/width differ from the target's; vocabulary is shared). */
+  draftConfig: LlamaConfig;
   draft: LlamaWeights;
   tokenizerHash: string;
   prompts: number[][];
@@ -136,6 +138,7 @@ export async function loadTinyPair(targetDir = 'public/models/tiny-target', draf
     name: basename(resolve(targetDir)),
     config: t.config,
     target: t.weights,
+    draftConfig: d.config,
     draft: d.weights,
     tokenizerHash: await tokenizerHash(t.tokenizerJson),
     prompts,
@@ -169,30 +172,38 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
       let accepted = 0;
       const t0 = now();
       const deadline = t0 + seconds * 1000;
+      // at the deadline every session stops where it is (tokens so far count), so a run lasts `seconds`
+      const stop = new AbortController();
+      const stopTimer = setTimeout(() => stop.abort(), seconds * 1000);
+      const stopped: (() => void)[] = [];
+      stop.signal.addEventListener('abort', () => stopped.forEach((f) => f()));
       await Promise.all(Array.from({ length: sessions }, async (_, i) => {
-        const draft = new CpuLlama(pair.config, pair.draft, ctxLen);
+        const draft = new CpuLlama(pair.draftConfig, pair.draft, ctxLen);
         let mine = 0;
         let g = 0;
-        while (now() < deadline) {
+        while (now() < deadline && !stop.signal.aborted) {
           const prompt = pair.prompts[(i + g++ * sessions) % pair.prompts.length];
           const remote = new RemoteTarget({ url: gateway.wsUrl, tokenizerHash: pair.tokenizerHash, mode, reconnect: false, clientName: `capacity-${i}` });
           try {
             if (mode === 'speculative') {
               const link = new TimedLink(remote, latency);
-              const r = await speculate(draft, link, prompt, { params, maxTokens, k: o.k ?? 4, adaptive: o.adaptive, eosTokenIds: pair.eosTokenIds });
+              const r = await speculate(draft, link, prompt, { params, maxTokens, k: o.k ?? 4, adaptive: o.adaptive, eosTokenIds: pair.eosTokenIds, signal: stop.signal });
               mine += r.tokens.length;
               passes += r.stats.targetPasses;
               drafted += r.stats.draftedTokens;
               accepted += r.stats.acceptedTokens;
             } else {
               let last = now();
-              const { firstToken } = await remote.open(prompt, params);
-              const rest = await remote.generate(maxTokens - 1, () => {
+              await remote.open(prompt, params);
+              // closing the link ends the stream with the tokens it has
+              const end = () => void remote.close();
+              stopped.push(end);
+              const rest = stop.signal.aborted ? [] : await remote.generate(maxTokens - 1, () => {
                 const t = now();
                 latency.push(t - last);
                 last = t;
               });
-              void firstToken;
+              stopped.splice(stopped.indexOf(end), 1);
               mine += 1 + rest.length;
               passes += remote.targetPasses;
             }
@@ -207,6 +218,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
         tokens += mine;
         perSession.push(mine);
       }));
+      clearTimeout(stopTimer);
       const wallMs = now() - t0;
       const s1 = gateway.stats();
       const batches = s1.batches - s0.batches;
