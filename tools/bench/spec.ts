@@ -67,17 +67,14 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   const quick = !!o.quick;
   const t0 = performance.now();
   const pair = await loadTinyPair(o.targetDir, o.draftDir);
-  // the pair's config is the target's; the draft has its own shape
-  const { loadModelDir } = await import('../../src/engine/loader/node.ts');
   const draftDir = o.draftDir ?? 'public/models/tiny-draft';
-  const draftModel = await loadModelDir(resolve(draftDir));
-  if (draftModel.config.vocabSize !== pair.config.vocabSize) throw new Error(`draft vocab ${draftModel.config.vocabSize} != target vocab ${pair.config.vocabSize}`);
+  if (pair.draftConfig.vocabSize !== pair.config.vocabSize) throw new Error(`draft vocab ${pair.draftConfig.vocabSize} != target vocab ${pair.config.vocabSize}`);
   const nPrompts = Math.min(pair.prompts.length, quick ? 1 : 8);
   const prompts = pair.prompts.slice(0, nPrompts);
   const maxTokens = quick ? 16 : 64;
   const ctx = Math.min(pair.config.maxPositionEmbeddings, 256);
   const target = new CpuLlama(pair.config, pair.target, ctx);
-  const draft = new CpuLlama(draftModel.config, draftModel.weights, ctx);
+  const draft = new CpuLlama(pair.draftConfig, pair.draft, ctx);
   const eos = pair.eosTokenIds;
   // warm the JIT on both models before anything is timed
   await target.forward(prompts[0], 0);
