@@ -26,6 +26,9 @@ import {
   type SidecarVerifier, SidecarBatchError, SidecarMismatchError, SidecarRemoteError, SidecarSessionLostError, createSidecarVerifier, splitCommand,
 } from './sidecar.ts';
 import type { VerifyRequest } from './types.ts';
+import { startGateway } from '../gateway.ts';
+import { RemoteTarget } from '../../src/protocol/client.ts';
+import { speculate } from '../../src/engine/speculative.ts';
 
 const PY = '/usr/bin/python3';
 const torchCheck = spawnSync(PY, ['-c', 'import torch'], { encoding: 'utf8' });
@@ -204,6 +207,28 @@ describe.skipIf(!HAVE_TORCH)('sidecar verifier (torch backend) vs the CPU refere
     expect(streamed).toEqual(gen);
     for (const s of sessions) await pool.close(s.id);
     await pool.close('base');
+  });
+
+  it('through the gateway (H6) with the speculative controller (H5): greedy output == target-only, k = 2, 4 and adaptive, pipelined', async () => {
+    const gw = await startGateway({ verifier: pool, port: 0, host: '127.0.0.1', log: quiet });
+    try {
+      const vocab = pair.config.vocabSize;
+      const prompts = randomPrompts(6, vocab, 33, 7);
+      const opts = [{ k: 2 }, { k: 4 }, { adaptive: true }];
+      const results = await Promise.all(prompts.map(async (p, i) => {
+        const link = new RemoteTarget({ url: gw.wsUrl, tokenizerHash: pool.info().tokenizerHash, reconnect: false });
+        try {
+          return await speculate(pair.newDraft(256), link, p, { params: GREEDY, maxTokens: 24, ...opts[i % 3], pipeline: i % 2 === 0 });
+        } finally {
+          await link.close();
+        }
+      }));
+      results.forEach((r, i) => expect(r.tokens, `prompt ${i}`).toEqual(greedyRef(pair.newTarget(256), prompts[i], r.tokens.length)));
+      expect(results.every((r) => r.tokens.length === 24)).toBe(true);
+      expect(gw.stats().batchedRequests).toBeGreaterThan(gw.stats().batches); // sessions shared verify batches
+    } finally {
+      await gw.close();
+    }
   });
 
   it('bad requests fail only their own session, with typed errors', async () => {
