@@ -1,4 +1,5 @@
-// matmul_{gemv,tiled}.wgsl vs an f64 CPU matmul, for every weight format. The weights are
+// matmul_{gemv,gemv_rows,tiled}.wgsl vs an f64 CPU matmul, for every weight format and
+// every kernel variant (coop GEMV core / subgroups, rows GEMV, tiled; x scalar / vec4). The weights are
 // random *packed bits* decoded here by a plain bit-level decoder written from the layout in
 // src/engine/quantize.ts (kernels may not import engine; the engine-side quantize.test.ts
 // runs packMatrix → GPU against dequantize). Bound: NMSE ≤ 1e-7 (the oracle sees exactly the
@@ -9,6 +10,7 @@ import { type GpuContext, requestDevice } from './gpu.ts';
 import { MATMUL_PARAMS_BYTES, MatmulShapeError, type WeightFormat, allocateMatrix, createMatmul, matmulParams, uploadMatrix, writeMatrixRows } from './matmul.ts';
 import { type PackedMatrix, WEIGHT_FORMATS, rowLayout } from './matmul-layout.ts';
 import gemvSource from './matmul_gemv.wgsl?raw';
+import gemvRowsSource from './matmul_gemv_rows.wgsl?raw';
 import tiledSource from './matmul_tiled.wgsl?raw';
 import { compare, randomF32 } from './testing.ts';
 import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
@@ -104,7 +106,7 @@ function cpuMatmul(x: Float32Array, w: Float64Array, m: number, rows: number, co
 
 /** x for m tokens at offset xOff with stride xStride; everything outside the live slices is NaN. */
 function nanPaddedX(m: number, cols: number, xOff: number, xStride: number, seed: number): Float32Array {
-  const x = new Float32Array(xOff + m * xStride + 7).fill(NaN);
+  const x = new Float32Array(Math.ceil((xOff + m * xStride + 7) / 4) * 4).fill(NaN);
   const live = randomF32(m * cols, seed);
   for (let t = 0; t < m; t++) x.set(live.subarray(t * cols, (t + 1) * cols), xOff + t * xStride);
   return x;
@@ -116,17 +118,26 @@ beforeAll(async () => {
 });
 afterAll(() => ctx?.device.destroy());
 
-interface Case { rows: number; cols: number; m: number; subgroups?: boolean; maxChunkBytes?: number; xGap?: number; xOff?: number }
+interface Case {
+  rows: number;
+  cols: number;
+  m: number;
+  gemv?: 'rows' | 'coop';
+  subgroups?: boolean;
+  maxChunkBytes?: number;
+  /** x 16-byte aligned (offset and stride multiples of 4: the vec4 x path) or not (scalar x). */
+  aligned?: boolean;
+}
 
 async function check(format: WeightFormat, c: Case, seed: number): Promise<number> {
   const { rows, cols, m } = c;
   const { packed, w } = randomPacked(rows, cols, format, seed);
-  const xOff = c.xOff ?? 3;
-  const xStride = cols + (c.xGap ?? 5);
+  const xOff = c.aligned ? 4 : 3;
+  const xStride = c.aligned ? Math.ceil(cols / 4) * 4 + 4 : cols + 5;
   const x = nanPaddedX(m, cols, xOff, xStride, seed + 1);
   const out = sentinelBuffer(ctx, m * rows);
   const gw = uploadMatrix(ctx, packed, `w_${format}`, { maxChunkBytes: c.maxChunkBytes });
-  const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, x), w: gw, xOffset: xOff, xStride, subgroups: c.subgroups ?? false });
+  const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, x), w: gw, xOffset: xOff, xStride, gemv: c.gemv, subgroups: c.subgroups ?? false });
   await runPass(ctx, (pass) => op.encode(pass, m));
   const { words, broken } = await out.read();
   const got = new Float32Array(words.buffer);
@@ -144,6 +155,7 @@ const MS = [1, 2, 5, 17];
 describe('matmul', () => {
   it('uniform packer matches the WGSL struct', () => {
     expect(wgslStructBytes(gemvSource.replace(/\/\/.*$/gm, ''), 'Params')).toBe(MATMUL_PARAMS_BYTES);
+    expect(wgslStructBytes(gemvRowsSource, 'Params')).toBe(MATMUL_PARAMS_BYTES);
     expect(wgslStructBytes(tiledSource, 'Params')).toBe(MATMUL_PARAMS_BYTES);
     const gw = allocateMatrix(ctx, 5, 40, 'q4', 'w');
     expect(matmulParams(gw, gw.chunks[0], 1, 0, 40, 0, 5).byteLength).toBe(MATMUL_PARAMS_BYTES);
@@ -151,28 +163,33 @@ describe('matmul', () => {
   });
 
   for (const format of WEIGHT_FORMATS) {
-    it(`${format}: every shape × m ∈ {${MS}} (GEMV for m = 1, tiled otherwise), core WGSL`, async () => {
+    it(`${format}: every shape × m ∈ {${MS}} (default GEMV for m = 1, tiled otherwise), x aligned and not`, async () => {
       let seed = 100;
-      for (const [rows, cols] of SHAPES) for (const m of MS) await check(format, { rows, cols, m }, seed++);
+      for (const [rows, cols] of SHAPES) for (const m of MS) await check(format, { rows, cols, m, aligned: seed % 2 === 0 }, seed++);
     });
 
-    it(`${format}: GEMV with the subgroup reduction (where the adapter has subgroups)`, async (t) => {
-      if (!ctx.hasSubgroups) t.skip();
+    it(`${format}: every GEMV variant (rows, coop core, coop subgroups where present) × x aligned and not`, async () => {
       let seed = 300;
-      for (const [rows, cols] of [...SHAPES, [64, 2048] as [number, number]]) await check(format, { rows, cols, m: 1, subgroups: true }, seed++);
+      const variants: Partial<Case>[] = [{ gemv: 'rows' }, { gemv: 'coop' }, ...(ctx.hasSubgroups ? [{ gemv: 'coop' as const, subgroups: true }] : [])];
+      for (const v of variants) {
+        for (const [rows, cols] of [[1, 1], [37, 65], [130, 33]]) {
+          for (const aligned of [false, true]) await check(format, { rows, cols, m: 1, aligned, ...v }, seed++);
+        }
+        await check(format, { rows: 64, cols: 2048, m: 1, aligned: true, ...v }, seed++);
+      }
     });
 
     it(`${format}: a matrix split into row chunks (forced tiny binding limit)`, async () => {
       const rowBytes = rowLayout(200, format).rowWords * 4;
       for (const m of [1, 5]) {
-        const chunks = await check(format, { rows: 61, cols: 200, m, maxChunkBytes: rowBytes * 13 }, 500 + m);
+        const chunks = await check(format, { rows: 61, cols: 200, m, maxChunkBytes: rowBytes * 13, aligned: m === 1 }, 500 + m);
         expect(chunks).toBe(5); // 13 + 13 + 13 + 13 + 9 rows
       }
     });
   }
 
   it('Llama-shaped q4 block: 512 × 2048, m = 1 and 5, no gaps in x', async () => {
-    for (const m of [1, 5]) await check('q4', { rows: 512, cols: 2048, m, xGap: 0, xOff: 0 }, 700 + m);
+    for (const m of [1, 5]) for (const gemv of ['rows', 'coop'] as const) await check('q4', { rows: 512, cols: 2048, m, gemv, aligned: true }, 700 + m);
   });
 
   it('the same op re-encoded with a different m uses the new m', async () => {

@@ -7,7 +7,9 @@
 
 import decodeSrc from './matmul_decode.wgsl?raw';
 import gemvSrc from './matmul_gemv.wgsl?raw';
+import gemvRowsSrc from './matmul_gemv_rows.wgsl?raw';
 import gemvSubgroupsSrc from './matmul_gemv_subgroups.wgsl?raw';
+import xSrc from './matmul_x.wgsl?raw';
 import tiledSrc from './matmul_tiled.wgsl?raw';
 import { type GpuContext, GpuOutOfMemoryError, ceilDiv, createComputePipeline } from './gpu.ts';
 import { type PackedMatrix, type WeightFormat, rowLayout } from './matmul-layout.ts';
@@ -114,10 +116,14 @@ export interface MatmulArgs {
   outStride?: number;
   /** Default w.cols. */
   xStride?: number;
-  /** Use the subgroup reduction in the GEMV (default: when the device has `subgroups`). */
+  /** GEMV form for m = 1: 'rows' (barrier-free; default on CPU adapters) or 'coop' (default elsewhere). */
+  gemv?: 'rows' | 'coop';
+  /** Use the subgroup reduction in the coop GEMV (default: when the device has `subgroups`). */
   subgroups?: boolean;
-  /** Threads per GEMV workgroup (tuning; default 64). */
+  /** Threads per GEMV workgroup (tuning; default 64 coop, 16 rows). */
   gemvWorkgroupSize?: number;
+  /** Rows per coop-GEMV workgroup (tuning; default 16; at most gemvWorkgroupSize). */
+  gemvRows?: number;
 }
 
 export interface MatmulOp {
@@ -143,31 +149,44 @@ export function matmulParams(w: GpuMatrix, c: WeightChunk, m: number, xOffset: n
   ]);
 }
 
-/** The WGSL of one kernel for one format: kernel text + the format's decoder. */
-export function matmulShaderCode(kind: 'gemv' | 'tiled', format: WeightFormat, subgroups: boolean): string {
-  const parts = decodeSrc.split(/^\/\/#fmt (\w+)\s*$/m);
-  const prelude = parts[0];
-  const i = parts.indexOf(format);
-  if (i < 1 || i % 2 !== 1) throw new MatmulShapeError(`no WGSL decoder for weight format "${format}"`);
-  let kernel = kind === 'gemv' ? gemvSrc : tiledSrc;
-  if (subgroups && kind === 'gemv') {
+/** Kernel variants: `coop` GEMV (GPU-shaped), `rows` GEMV (barrier-free, for CPU adapters), `tiled` (m > 1). */
+export type MatmulKernel = 'coop' | 'rows' | 'tiled';
+
+/** Pick one `//#<tag> name` section of a multi-section WGSL file (text before the first tag is shared). */
+function section(src: string, tag: string, name: string): string {
+  const parts = src.split(new RegExp(`^//#${tag} (\\w+)\\s*$`, 'm'));
+  const i = parts.indexOf(name);
+  if (i < 1 || i % 2 !== 1) throw new MatmulShapeError(`no WGSL ${tag} section "${name}"`);
+  return `${parts[0]}\n${parts[i + 1]}`;
+}
+
+/** The WGSL of one kernel variant for one format: kernel + x access + the format's decoder. */
+export function matmulShaderCode(kind: MatmulKernel, format: WeightFormat, opts: { subgroups?: boolean; xVec4?: boolean } = {}): string {
+  let kernel = kind === 'coop' ? gemvSrc : kind === 'rows' ? gemvRowsSrc : tiledSrc;
+  if (opts.subgroups) {
+    if (kind !== 'coop') throw new MatmulShapeError(`the ${kind} matmul kernel has no subgroup variant`);
     const tail = gemvSubgroupsSrc.split('\n').filter((l) => !l.startsWith('//')).join('\n');
     kernel = 'enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n' +
       kernel.replace(/\/\/#reduce[\s\S]*\/\/#end/, tail)
         .replace('/*#sgargs*/', ', @builtin(subgroup_invocation_id) sgLane: u32, @builtin(subgroup_size) sgSize: u32');
   }
-  return `${kernel}\n${prelude}\n${parts[i + 1]}`;
+  return `${kernel}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}`;
+}
+
+/** True for adapters that emulate the GPU on CPU cores, where the barrier-free GEMV wins. */
+export function isCpuAdapter(ctx: GpuContext): boolean {
+  return /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(ctx.adapterName);
 }
 
 const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
 
-function getPipeline(ctx: GpuContext, kind: 'gemv' | 'tiled', format: WeightFormat, subgroups: boolean, wg: number): Promise<GPUComputePipeline> {
+function getPipeline(ctx: GpuContext, kind: MatmulKernel, format: WeightFormat, subgroups: boolean, xVec4: boolean, constants: Record<string, number>): Promise<GPUComputePipeline> {
   let cache = pipelineCache.get(ctx.device);
   if (!cache) pipelineCache.set(ctx.device, (cache = new Map()));
-  const key = `${kind}/${format}/${subgroups ? 'sg' : 'core'}/${wg}`;
+  const key = `${kind}/${format}/${subgroups ? 'sg' : 'core'}/${xVec4 ? 'xv4' : 'x1'}/${JSON.stringify(constants)}`;
   let p = cache.get(key);
   if (!p) {
-    p = createComputePipeline(ctx, `matmul_${key}`, matmulShaderCode(kind, format, subgroups), kind === 'gemv' ? { WG: wg } : {});
+    p = createComputePipeline(ctx, `matmul_${key}`, matmulShaderCode(kind, format, { subgroups, xVec4 }), constants);
     cache.set(key, p);
     p.catch(() => cache.delete(key));
   }
@@ -183,14 +202,19 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   const xOffset = args.xOffset ?? 0;
   const outStride = args.outStride ?? w.rows;
   const xStride = args.xStride ?? w.cols;
-  const subgroups = args.subgroups ?? ctx.hasSubgroups;
-  const wg = args.gemvWorkgroupSize ?? 64;
-  for (const [k, v] of Object.entries({ outOffset, xOffset, outStride, xStride, wg })) {
+  const gemvKind = args.gemv ?? (isCpuAdapter(ctx) ? 'rows' : 'coop');
+  const subgroups = gemvKind === 'coop' && (args.subgroups ?? ctx.hasSubgroups);
+  const wg = args.gemvWorkgroupSize ?? (gemvKind === 'rows' ? 16 : 64);
+  const rowsPerGroup = args.gemvRows ?? 16;
+  for (const [k, v] of Object.entries({ outOffset, xOffset, outStride, xStride, wg, rowsPerGroup })) {
     if (!Number.isInteger(v) || v < 0) throw new MatmulShapeError(`createMatmul: ${k} = ${v} must be a non-negative integer`);
   }
   if (outStride < w.rows || xStride < w.cols) throw new MatmulShapeError(`createMatmul: strides (out ${outStride}, x ${xStride}) smaller than the ${w.rows}×${w.cols} matrix`);
-  if (subgroups && !ctx.hasSubgroups) throw new MatmulShapeError('createMatmul: subgroups requested but the device has no `subgroups` feature');
+  if (args.subgroups && !ctx.hasSubgroups) throw new MatmulShapeError('createMatmul: subgroups requested but the device has no `subgroups` feature');
   if (wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new MatmulShapeError(`createMatmul: gemvWorkgroupSize ${wg} outside 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}`);
+  if (rowsPerGroup < 1 || rowsPerGroup > wg || rowsPerGroup * wg * 4 > ctx.limits.maxComputeWorkgroupStorageSize) {
+    throw new MatmulShapeError(`createMatmul: gemvRows ${rowsPerGroup} must be 1..gemvWorkgroupSize (${wg}) with gemvRows·WG·4 ≤ ${ctx.limits.maxComputeWorkgroupStorageSize} bytes`);
+  }
   // Largest m whose last token still fits in both buffers.
   const fit = (bufFloats: number, off: number, stride: number, len: number) => Math.floor((bufFloats - off - len) / stride) + 1;
   const xBytes = bindingBytes(x);
@@ -199,7 +223,14 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   if (maxM < 1) {
     throw new MatmulShapeError(`createMatmul(${w.chunks[0].buffer.label}): x (${xBytes} B) or out (${outBytes} B) cannot hold one token at the given offsets (x needs ${4 * (xOffset + w.cols)} B, out ${4 * (outOffset + w.rows)} B)`);
   }
-  const [gemv, tiled] = await Promise.all([getPipeline(ctx, 'gemv', w.format, subgroups, wg), getPipeline(ctx, 'tiled', w.format, false, 64)]);
+  // x as array<vec4<f32>> when every quad the kernel reads is 16-byte aligned (m = 1 reads only token 0).
+  const xAligned = xOffset % 4 === 0 && xBytes % 16 === 0 && (x.offset ?? 0) % 16 === 0;
+  const gemvConstants: Record<string, number> = gemvKind === 'rows' ? { WG: wg } : { WG: wg, ROWS: rowsPerGroup };
+  const [gemv, tiled] = await Promise.all([
+    getPipeline(ctx, gemvKind, w.format, subgroups, xAligned, gemvConstants),
+    getPipeline(ctx, 'tiled', w.format, false, xAligned && xStride % 4 === 0, {}),
+  ]);
+  const gemvRowsPerGroup = gemvKind === 'rows' ? 8 * wg : rowsPerGroup;
   const chunks = w.chunks.map((c) => {
     const uniform = ctx.device.createBuffer({ label: `${c.buffer.label}.params`, size: MATMUL_PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     const entries: GPUBindGroupEntry[] = [
@@ -226,7 +257,7 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
       }
       for (const c of chunks) {
         if (m === 1) {
-          const n = ceilDiv(c.chunk.rows, 4);
+          const n = ceilDiv(c.chunk.rows, gemvRowsPerGroup);
           pass.setPipeline(gemv);
           pass.setBindGroup(0, c.gemvGroup);
           pass.dispatchWorkgroups(Math.min(n, 65535), ceilDiv(n, 65535));

@@ -17,7 +17,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+// binding 2, x, and fn x4: matmul_x.wgsl
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 const TN = 64u; // rows per tile = threads per workgroup
@@ -48,7 +48,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (st < p.m) {
       // Past `cols` the weights are 0 but x may hold anything (NaN·0 = NaN): zero it.
       let live = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.cols);
-      v = select(vec4<f32>(0.0), vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]), live);
+      v = select(vec4<f32>(0.0), x4(i), live);
     }
     xs[lid] = v;
     workgroupBarrier();

@@ -1,0 +1,84 @@
+// `duet bench <suite> [--json FILE] [--quick] ...`: benchmark suites, JSON out. Speed is
+// measured here and never asserted in tests. Suites are registered in SUITES (lazily loaded).
+
+import { writeFileSync } from 'node:fs';
+import { isWeightFormat } from '../engine/quantize.ts';
+
+type Suite = (args: Args) => Promise<unknown>;
+interface Args {
+  quick: boolean;
+  json: string | null;
+  formats: string[] | null;
+  noEngine: boolean;
+  workingSetMiB: number | null;
+}
+
+const SUITES: Record<string, { summary: string; run: Suite }> = {
+  spec: { summary: 'speculative decoding on the tiny pair: k sweep, RTT speedups, gateway capacity', run: async (a) => (await import('../../tools/bench/spec.ts')).runSpecBench({ quick: a.quick, log: (l) => console.error(l) }) },
+  kernels: {
+    summary: 'decode matmul GB/s per weight format vs a copy kernel; engine decode tok/s',
+    run: async (a) => {
+      const { runKernelBench } = await import('../../tools/bench/kernels.ts');
+      const formats = a.formats?.map((f) => {
+        if (!isWeightFormat(f)) throw new BenchUsageError(`unknown format "${f}" in --formats; use f32,f16,bf16,q8,q4`);
+        return f;
+      });
+      return runKernelBench({
+        quick: a.quick, formats, skipEngine: a.noEngine,
+        workingSetBytes: a.workingSetMiB ? a.workingSetMiB * 2 ** 20 : undefined,
+        log: (l) => console.error(l),
+      });
+    },
+  },
+};
+
+export class BenchUsageError extends Error {
+  override name = 'BenchUsageError';
+}
+
+const USAGE = `usage: duet bench <suite> [--json FILE] [--quick] [--formats f32,q4] [--no-engine] [--working-set-mib N]
+suites:
+${Object.entries(SUITES).map(([n, s]) => `  ${n.padEnd(10)} ${s.summary}`).join('\n')}
+Progress goes to stderr; the result JSON to FILE (or stdout without --json).`;
+
+function parse(argv: string[]): Args {
+  const a: Args = { quick: false, json: null, formats: null, noEngine: false, workingSetMiB: null };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const val = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new BenchUsageError(`${k} needs a value\n${USAGE}`);
+      return v;
+    };
+    if (k === '--quick') a.quick = true;
+    else if (k === '--json') a.json = val();
+    else if (k === '--formats') a.formats = val().split(',').filter(Boolean);
+    else if (k === '--no-engine') a.noEngine = true;
+    else if (k === '--working-set-mib') {
+      a.workingSetMiB = Number(val());
+      if (!(a.workingSetMiB > 0)) throw new BenchUsageError(`--working-set-mib must be a positive number`);
+    } else throw new BenchUsageError(`unknown option "${k}"\n${USAGE}`);
+  }
+  return a;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const [suite, ...rest] = argv;
+  if (!suite || suite === '--help' || suite === '-h') {
+    console.log(USAGE);
+    return suite ? 0 : 2;
+  }
+  const s = SUITES[suite];
+  if (!s) {
+    console.error(`duet bench: unknown suite "${suite}"\n${USAGE}`);
+    return 2;
+  }
+  const args = parse(rest);
+  const result = await s.run(args);
+  const text = JSON.stringify(result, null, 2);
+  if (args.json) {
+    writeFileSync(args.json, text + '\n');
+    console.error(`wrote ${args.json}`);
+  } else console.log(text);
+  return 0;
+}

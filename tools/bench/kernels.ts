@@ -1,0 +1,299 @@
+// `duet bench kernels`: effective bandwidth of the decode (m = 1) matmul for every weight
+// format at Llama-3.2-1B and -3B layer shapes, against a plain copy kernel moving the same
+// number of bytes on the same adapter in the same run; plus decode tok/s and the buffer total
+// of the engine on a 1B-shaped random model when the GPU engine is available.
+//
+// Bytes of a matmul = packed weight bytes + x (cols·4) + out (rows·4). Bytes of a copy = read +
+// written (it copies half of them). Each measurement rotates over enough distinct weight
+// matrices (or copy buffers) that one pass touches at least `workingSetBytes`, so caches do
+// not flatter small shapes; buffers hold benign random words (every format decodes them to
+// normal floats: no NaN or denormal slow paths). Time: timestamp-query around each pass
+// where the adapter has it, else wall clock per submission; warm-up, then the median of reps.
+
+import copySrc from '../../src/kernels/copy.wgsl?raw';
+import { type GpuContext, ceilDiv, createComputePipeline, requestDevice } from '../../src/kernels/gpu.ts';
+import { type GpuMatrix, type MatmulOp, type WeightFormat, WEIGHT_FORMATS, allocateMatrix, createMatmul } from '../../src/kernels/matmul.ts';
+
+export interface KernelBenchOptions {
+  quick?: boolean;
+  formats?: WeightFormat[];
+  /** Minimum bytes one timed pass touches (default 256 MiB, quick 16 MiB). */
+  workingSetBytes?: number;
+  reps?: number;
+  /** Skip the engine tok/s part. */
+  skipEngine?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface Shape {
+  model: '1B' | '3B';
+  name: string;
+  rows: number;
+  cols: number;
+}
+
+export interface MatmulResult extends Shape {
+  format: WeightFormat;
+  bytes: number;
+  ms: number;
+  gbps: number;
+  copyGbps: number;
+  ratio: number;
+}
+
+export interface FormatSummary {
+  /** Over the 1B shapes: total bytes / total time. */
+  gbps1B: number;
+  copyGbps1B: number;
+  ratio1B: number;
+  gbps3B: number | null;
+  copyGbps3B: number | null;
+  ratio3B: number | null;
+}
+
+export interface KernelBenchResult {
+  suite: 'kernels';
+  adapter: string;
+  subgroups: boolean;
+  timing: 'timestamp-query' | 'wall-clock';
+  quick: boolean;
+  workingSetBytes: number;
+  reps: number;
+  date: string;
+  copy: { model: string; name: string; bytes: number; ms: number; gbps: number }[];
+  matmul: MatmulResult[];
+  summary: Partial<Record<WeightFormat, FormatSummary>>;
+  engine?: { config: string; format: WeightFormat; tokPerS: number; msPerToken: number; bufferBytes: number; memory: unknown };
+  notes: string[];
+}
+
+const D1 = 2048;
+const D3 = 3072;
+export const SHAPES: Shape[] = [
+  { model: '1B', name: 'q_proj, o_proj', rows: D1, cols: D1 },
+  { model: '1B', name: 'k_proj, v_proj', rows: 512, cols: D1 },
+  { model: '1B', name: 'gate_proj, up_proj', rows: 8192, cols: D1 },
+  { model: '1B', name: 'down_proj', rows: D1, cols: 8192 },
+  { model: '1B', name: 'lm_head (tied)', rows: 128256, cols: D1 },
+  { model: '3B', name: 'q_proj, o_proj', rows: D3, cols: D3 },
+  { model: '3B', name: 'k_proj, v_proj', rows: 1024, cols: D3 },
+  { model: '3B', name: 'gate_proj, up_proj', rows: 8192, cols: D3 },
+  { model: '3B', name: 'down_proj', rows: D3, cols: 8192 },
+];
+/** --quick: the 1B layer shapes without the LM head (a smoke run). */
+const QUICK_SHAPES = SHAPES.filter((s) => s.model === '1B' && s.rows !== 128256);
+
+/** Words that decode to normal numbers in every format (f32 ≈ 2^-7, f16/bf16 halves normal, q scales ≈ 1). */
+function benignWords(n: number, seed: number): Uint32Array<ArrayBuffer> {
+  const out = new Uint32Array(n);
+  let a = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    out[i] = (0x3c003c00 | (a & 0x03ff03ff)) >>> 0;
+  }
+  return out;
+}
+
+class Timer {
+  readonly timing: KernelBenchResult['timing'];
+  private querySet: GPUQuerySet | null = null;
+  private resolve: GPUBuffer | null = null;
+  private read: GPUBuffer | null = null;
+
+  constructor(private ctx: GpuContext) {
+    this.timing = ctx.device.features.has('timestamp-query') ? 'timestamp-query' : 'wall-clock';
+    if (this.timing === 'timestamp-query') {
+      this.querySet = ctx.device.createQuerySet({ type: 'timestamp', count: 2 });
+      this.resolve = ctx.device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      this.read = ctx.device.createBuffer({ size: 16, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+    }
+  }
+
+  /** Milliseconds of one compute pass recorded by `record`. */
+  async time(record: (pass: GPUComputePassEncoder) => void): Promise<number> {
+    const { device } = this.ctx;
+    const enc = device.createCommandEncoder();
+    const qs = this.querySet;
+    const pass = enc.beginComputePass(qs ? { timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {});
+    record(pass);
+    pass.end();
+    if (qs && this.resolve && this.read) {
+      enc.resolveQuerySet(qs, 0, 2, this.resolve, 0);
+      enc.copyBufferToBuffer(this.resolve, 0, this.read, 0, 16);
+      device.queue.submit([enc.finish()]);
+      await this.read.mapAsync(GPUMapMode.READ);
+      const [t0, t1] = new BigUint64Array(this.read.getMappedRange().slice(0));
+      this.read.unmap();
+      return Number(t1 - t0) / 1e6;
+    }
+    const t0 = performance.now();
+    device.queue.submit([enc.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    return performance.now() - t0;
+  }
+
+  destroy(): void {
+    this.querySet?.destroy();
+    this.resolve?.destroy();
+    this.read?.destroy();
+  }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** Fill buffers with benign words by GPU copies from one pattern buffer (no per-buffer CPU upload). */
+function fill(ctx: GpuContext, pattern: GPUBuffer, targets: GPUBuffer[]): void {
+  const enc = ctx.device.createCommandEncoder();
+  for (const t of targets) {
+    for (let off = 0; off < t.size; off += pattern.size) enc.copyBufferToBuffer(pattern, 0, t, off, Math.min(pattern.size, t.size - off));
+  }
+  ctx.device.queue.submit([enc.finish()]);
+}
+
+/** Rotation count and dispatches per pass so one pass touches ≥ workingSet bytes. */
+function plan(bytes: number, workingSet: number): { copies: number; iters: number } {
+  const copies = Math.max(1, Math.min(64, Math.ceil(workingSet / bytes)));
+  const iters = Math.max(copies, Math.min(512, Math.ceil(workingSet / bytes)));
+  return { copies, iters };
+}
+
+async function timeReps(timer: Timer, reps: number, iters: number, record: (pass: GPUComputePassEncoder) => void): Promise<number> {
+  await timer.time(record); // warm-up (pipeline first use, lazy clears)
+  const ms: number[] = [];
+  for (let r = 0; r < reps; r++) ms.push(await timer.time(record));
+  return median(ms) / iters;
+}
+
+async function benchCopy(ctx: GpuContext, timer: Timer, pattern: GPUBuffer, bytes: number, ws: number, reps: number): Promise<number> {
+  const half = Math.max(16, Math.floor(bytes / 2 / 16) * 16);
+  const { copies, iters } = plan(2 * half, ws);
+  const pipeline = await createComputePipeline(ctx, 'copy', copySrc, { WG: 256 });
+  const n = half / 16;
+  const groups = ceilDiv(n, 256 * 4); // about 4 vec4 per thread
+  const gx = Math.min(groups, 65535);
+  const gy = ceilDiv(groups, 65535);
+  const params = ctx.device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  ctx.device.queue.writeBuffer(params, 0, new Uint32Array([n, gx * gy * 256, 0, 0]));
+  const bufs: GPUBuffer[] = [];
+  const groupsList: GPUBindGroup[] = [];
+  for (let i = 0; i < copies; i++) {
+    const src = ctx.device.createBuffer({ size: half, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+    const dst = ctx.device.createBuffer({ size: half, usage: GPUBufferUsage.STORAGE });
+    bufs.push(src, dst);
+    groupsList.push(ctx.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: params } }, { binding: 1, resource: { buffer: src } }, { binding: 2, resource: { buffer: dst } }],
+    }));
+  }
+  fill(ctx, pattern, bufs.filter((_, i) => i % 2 === 0));
+  const ms = await timeReps(timer, reps, iters, (pass) => {
+    pass.setPipeline(pipeline);
+    for (let i = 0; i < iters; i++) {
+      pass.setBindGroup(0, groupsList[i % copies]);
+      pass.dispatchWorkgroups(gx, gy);
+    }
+  });
+  bufs.forEach((b) => b.destroy());
+  params.destroy();
+  return ms;
+}
+
+async function benchMatmul(ctx: GpuContext, timer: Timer, pattern: GPUBuffer, s: Shape, format: WeightFormat, ws: number, reps: number): Promise<{ bytes: number; ms: number }> {
+  const probe = allocateMatrix(ctx, 1, s.cols, format, 'probe');
+  const weightBytes = probe.rowWords * 4 * s.rows;
+  probe.destroy();
+  const bytes = weightBytes + 4 * (s.cols + s.rows);
+  const { copies, iters } = plan(bytes, ws);
+  const x = ctx.device.createBuffer({ size: 4 * s.cols, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+  const out = ctx.device.createBuffer({ size: 4 * s.rows, usage: GPUBufferUsage.STORAGE });
+  ctx.device.queue.writeBuffer(x, 0, new Float32Array(s.cols).fill(0.5));
+  const mats: GpuMatrix[] = [];
+  const ops: MatmulOp[] = [];
+  for (let i = 0; i < copies; i++) {
+    const w = allocateMatrix(ctx, s.rows, s.cols, format, `${s.model} ${s.name} ${format} #${i}`);
+    fill(ctx, pattern, w.chunks.map((c) => c.buffer));
+    mats.push(w);
+    ops.push(await createMatmul(ctx, { out, x, w }));
+  }
+  const ms = await timeReps(timer, reps, iters, (pass) => {
+    for (let i = 0; i < iters; i++) ops[i % copies].encode(pass, 1);
+  });
+  ops.forEach((o) => o.destroy());
+  mats.forEach((m) => m.destroy());
+  x.destroy();
+  out.destroy();
+  return { bytes, ms };
+}
+
+const gbps = (bytes: number, ms: number): number => bytes / (ms * 1e6);
+
+export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<KernelBenchResult> {
+  const log = opts.log ?? (() => {});
+  const quick = opts.quick ?? false;
+  const ws = opts.workingSetBytes ?? (quick ? 16 : 256) * 2 ** 20;
+  const reps = opts.reps ?? (quick ? 3 : 5);
+  const formats = opts.formats ?? [...WEIGHT_FORMATS];
+  const shapes = quick ? QUICK_SHAPES : SHAPES;
+  const ctx = await requestDevice();
+  const timer = new Timer(ctx);
+  const notes: string[] = [];
+  const pattern = ctx.device.createBuffer({ size: 4 << 20, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  ctx.device.queue.writeBuffer(pattern, 0, benignWords((4 << 20) / 4, 1));
+  const result: KernelBenchResult = {
+    suite: 'kernels', adapter: ctx.adapterName, subgroups: ctx.hasSubgroups, timing: timer.timing, quick,
+    workingSetBytes: ws, reps, date: new Date().toISOString(), copy: [], matmul: [], summary: {}, notes,
+  };
+  log(`adapter: ${ctx.adapterName} (subgroups ${ctx.hasSubgroups}, timing ${timer.timing}, working set ${(ws / 2 ** 20).toFixed(0)} MiB)`);
+  try {
+    for (const s of shapes) {
+      const mm: MatmulResult[] = [];
+      for (const format of formats) {
+        const { bytes, ms } = await benchMatmul(ctx, timer, pattern, s, format, ws, reps);
+        // The copy baseline moves exactly this format's bytes, so the ratio compares like with like.
+        const cms = await benchCopy(ctx, timer, pattern, bytes, ws, reps);
+        const copyGbps = gbps(bytes, cms);
+        result.copy.push({ model: s.model, name: `${s.name} (${format} bytes)`, bytes, ms: cms, gbps: copyGbps });
+        const r: MatmulResult = { ...s, format, bytes, ms, gbps: gbps(bytes, ms), copyGbps, ratio: gbps(bytes, ms) / copyGbps };
+        mm.push(r);
+        log(`${s.model} ${s.name.padEnd(18)} ${String(s.rows).padStart(6)}x${String(s.cols).padEnd(5)} ${format.padEnd(4)} ${(bytes / 2 ** 20).toFixed(1).padStart(7)} MiB ${ms.toFixed(3).padStart(9)} ms ${r.gbps.toFixed(2).padStart(7)} GB/s  copy ${copyGbps.toFixed(2).padStart(7)} GB/s  ratio ${r.ratio.toFixed(2)}`);
+      }
+      result.matmul.push(...mm);
+    }
+    for (const format of formats) {
+      const agg = (model: '1B' | '3B') => {
+        const rs = result.matmul.filter((r) => r.format === format && r.model === model);
+        if (!rs.length) return null;
+        const bytes = rs.reduce((a, r) => a + r.bytes, 0);
+        const ms = rs.reduce((a, r) => a + r.ms, 0);
+        const copyMs = rs.reduce((a, r) => a + r.bytes / (r.copyGbps * 1e6), 0);
+        return { gbps: gbps(bytes, ms), copy: gbps(bytes, copyMs) };
+      };
+      const a = agg('1B');
+      const b = agg('3B');
+      if (!a) continue;
+      result.summary[format] = {
+        gbps1B: a.gbps, copyGbps1B: a.copy, ratio1B: a.gbps / a.copy,
+        gbps3B: b?.gbps ?? null, copyGbps3B: b?.copy ?? null, ratio3B: b ? b.gbps / b.copy : null,
+      };
+      log(`summary ${format}: 1B ${a.gbps.toFixed(2)} GB/s = ${(a.gbps / a.copy * 100).toFixed(0)}% of copy` + (b ? `; 3B ${b.gbps.toFixed(2)} GB/s = ${(b.gbps / b.copy * 100).toFixed(0)}% of copy` : ''));
+    }
+    if (!opts.skipEngine) await benchEngine(ctx, result, quick, log);
+    else notes.push('engine tok/s skipped (--no-engine)');
+  } finally {
+    timer.destroy();
+    pattern.destroy();
+    ctx.device.destroy();
+  }
+  return result;
+}
+
+/** Decode tok/s of the GPU engine on a random model with Llama-3.2-1B shapes (2 layers in --quick). */
+async function benchEngine(ctx: GpuContext, result: KernelBenchResult, quick: boolean, log: (l: string) => void): Promise<void> {
+  result.notes.push('engine tok/s: not measured yet (the GPU engine is wired in by a later commit)');
+  void ctx;
+  void quick;
+  void log;
+}
