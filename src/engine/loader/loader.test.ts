@@ -219,7 +219,16 @@ describe('URL and browser-folder sources', () => {
         return;
       }
       const range = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '');
-      if (mode === 'range' && range) {
+      if ((mode === 'stall' || mode === 'cut') && range && rest.join('/') === 'model.safetensors' && Number(range[1]) > body.length / 2) {
+        // a big tensor read: send part of it, then stall (or drop the connection)
+        const a = Number(range[1]);
+        const b = Number(range[2]);
+        res.writeHead(206, { 'content-range': `bytes ${a}-${b}/${body.length}`, 'content-length': b - a + 1 });
+        res.write(body.subarray(a, a + 100));
+        if (mode === 'cut') setTimeout(() => res.destroy(), 20);
+        return;
+      }
+      if ((mode === 'range' || mode === 'stall' || mode === 'cut') && range) {
         rangeRequests++;
         const a = Number(range[1]);
         const b = Math.min(Number(range[2]), body.length - 1);
@@ -253,9 +262,20 @@ describe('URL and browser-folder sources', () => {
       expect(last).toMatchObject({ file: 'model.safetensors', loadedBytes: total, totalBytes: total, etaSec: 0 });
       expect(last.bytesPerSec).toBeGreaterThan(0);
       if (mode === 'range') expect(rangeRequests - before.rangeRequests).toBeGreaterThan(2);
-      else expect(fullRequests - before.fullRequests).toBeLessThanOrEqual(8); // json files + HEAD + one streamed body
+      else expect(fullRequests - before.fullRequests).toBeLessThanOrEqual(9); // json files + HEAD + probe + one streamed body
     });
   }
+
+  it('a stalled or dropped download fails with a ModelSourceError naming the file (no hang)', async () => {
+    for (const [mode, why] of [['stall', /no data for 0.3 s at byte \d+/], ['cut', /connection lost at byte \d+|ends at byte/]] as const) {
+      const m = await openModel(new UrlSource(`${base}/${mode}/`, { stallTimeoutMs: 300 }));
+      const err = await loadWeightsF32(m).catch((e: Error) => e);
+      await m.close();
+      expect(err, mode).toBeInstanceOf(ModelSourceError);
+      expect((err as Error).message).toMatch(/^model\.safetensors: /);
+      expect((err as Error).message).toMatch(why);
+    }
+  });
 
   it('missing files over HTTP give a ModelSourceError', async () => {
     const err = await openModel(new UrlSource(`${base}/range/nope/`)).catch((e: Error) => e);

@@ -47,6 +47,34 @@ export interface UrlSourceOptions {
   fetch?: typeof fetch;
   /** Extra request headers (e.g. an auth token for a private gateway). */
   headers?: Record<string, string>;
+  /** Give up when the server sends nothing (headers or body bytes) for this long. Default 60 s. */
+  stallTimeoutMs?: number;
+}
+
+/** A response whose body is read with a stall timer: no bytes for stallMs → abort. */
+interface Fetched {
+  res: Response;
+  abort: () => void;
+}
+
+/** Next chunk of a body, or a ModelSourceError when the server stalls or the connection drops. */
+async function nextChunk(reader: ReadableStreamDefaultReader<Uint8Array>, f: Fetched, file: string, stallMs: number, at: number): Promise<ReadableStreamReadResult<Uint8Array>> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stall = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      // reject before aborting: the abort also rejects the pending read, and the stall is the cause
+      reject(new ModelSourceError(file, `server sent no data for ${stallMs / 1000} s at byte ${at}; check the connection and retry`));
+      f.abort();
+    }, stallMs);
+  });
+  try {
+    return await Promise.race([reader.read(), stall]);
+  } catch (err) {
+    if (err instanceof ModelSourceError) throw err;
+    throw new ModelSourceError(file, `connection lost at byte ${at} (${(err as Error).message}); retry the load`);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
@@ -60,12 +88,14 @@ export class UrlSource implements ModelSource {
   private readonly base: string;
   private readonly fetchFn: typeof fetch;
   private readonly headers: Record<string, string>;
+  private readonly stallMs: number;
 
   constructor(base: string, opts: UrlSourceOptions = {}) {
     this.base = base.endsWith('/') ? base : base + '/';
     this.id = 'url:' + this.base;
     this.fetchFn = opts.fetch ?? globalThis.fetch.bind(globalThis);
     this.headers = opts.headers ?? {};
+    this.stallMs = opts.stallTimeoutMs ?? 60_000;
   }
 
   url(name: string): string {
@@ -73,13 +103,21 @@ export class UrlSource implements ModelSource {
   }
 
   private async get(name: string, init: RequestInit = {}): Promise<Response> {
-    let res: Response;
+    return (await this.fetchWithStall(name, init)).res;
+  }
+
+  private async fetchWithStall(name: string, init: RequestInit = {}): Promise<Fetched> {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), this.stallMs);
     try {
-      res = await this.fetchFn(this.url(name), { ...init, headers: { ...this.headers, ...(init.headers as Record<string, string>) } });
+      const res = await this.fetchFn(this.url(name), { ...init, signal: ctl.signal, headers: { ...this.headers, ...(init.headers as Record<string, string>) } });
+      return { res, abort: () => ctl.abort() };
     } catch (err) {
-      throw new ModelSourceError(name, `fetch ${this.url(name)} failed: ${(err as Error).message}; is the server reachable?`);
+      const why = ctl.signal.aborted ? `no response within ${this.stallMs / 1000} s` : (err as Error).message;
+      throw new ModelSourceError(name, `fetch ${this.url(name)} failed: ${why}; is the server reachable?`);
+    } finally {
+      clearTimeout(timer);
     }
-    return res;
   }
 
   async readText(name: string): Promise<string | null> {
@@ -102,17 +140,20 @@ export class UrlSource implements ModelSource {
     // Probe with a one-byte range: 206 tells us Range works and (Content-Range) the size.
     const res = await this.get(name, { headers: { Range: 'bytes=0-0' } });
     if (res.status === 404) throw new ModelSourceError(name, `not found at ${this.url(name)}`);
+    const ranged = (range: string) => this.fetchWithStall(name, { headers: { Range: range } });
     if (res.status === 206) {
       await res.body?.cancel();
       const total = Number(/\/(\d+)\s*$/.exec(res.headers.get('content-range') ?? '')?.[1] ?? NaN);
-      return new RangeFile(name, total, (range) => this.get(name, { headers: { Range: range } }));
+      return new RangeFile(name, total, ranged, this.stallMs);
     }
     if (res.status === 416) {
       await res.body?.cancel();
-      return new RangeFile(name, 0, (range) => this.get(name, { headers: { Range: range } }));
+      return new RangeFile(name, 0, ranged, this.stallMs);
     }
     if (!res.ok) throw new ModelSourceError(name, `HTTP ${res.status} from ${this.url(name)}`);
-    return new StreamFile(name, res, () => this.get(name));
+    await res.body?.cancel();
+    // Range ignored: read the whole body forward (a fresh request, so the stall timer covers it).
+    return new StreamFile(name, await this.fetchWithStall(name), () => this.fetchWithStall(name), this.stallMs);
   }
 }
 
@@ -120,7 +161,8 @@ class RangeFile implements SourceFile {
   constructor(
     readonly name: string,
     readonly byteLength: number,
-    private readonly fetchRange: (range: string) => Promise<Response>,
+    private readonly fetchRange: (range: string) => Promise<Fetched>,
+    private readonly stallMs: number,
   ) {}
 
   async read(offset: number, length: number): Promise<Uint8Array> {
@@ -128,16 +170,28 @@ class RangeFile implements SourceFile {
     if (Number.isFinite(this.byteLength) && offset + length > this.byteLength) {
       throw new ShortReadError(this.name, offset, length, this.byteLength);
     }
-    const res = await this.fetchRange(`bytes=${offset}-${offset + length - 1}`);
-    if (res.status !== 206 && res.status !== 200) throw new ModelSourceError(this.name, `HTTP ${res.status} for bytes ${offset}+${length}`);
-    const buf = new Uint8Array(await res.arrayBuffer());
-    if (res.status === 200) {
-      // Server switched to ignoring Range mid-load; take our slice from the full body.
-      if (buf.length < offset + length) throw new ShortReadError(this.name, offset, length, buf.length);
-      return buf.slice(offset, offset + length);
+    const f = await this.fetchRange(`bytes=${offset}-${offset + length - 1}`);
+    const { res } = f;
+    if (res.status !== 206 && res.status !== 200) {
+      await res.body?.cancel();
+      throw new ModelSourceError(this.name, `HTTP ${res.status} for bytes ${offset}+${length}`);
     }
-    if (buf.length < length) throw new ShortReadError(this.name, offset, length, offset + buf.length);
-    return buf.length === length ? buf : buf.subarray(0, length);
+    // A 200 means the server now ignores Range: skip to our slice of the full body.
+    const skip = res.status === 200 ? offset : 0;
+    if (!res.body) throw new ModelSourceError(this.name, 'response has no body');
+    const reader = res.body.getReader();
+    const out = new Uint8Array(length);
+    let pos = 0; // bytes of the body seen
+    while (pos < skip + length) {
+      const { done, value } = await nextChunk(reader, f, this.name, this.stallMs, offset - skip + pos);
+      if (done) throw new ShortReadError(this.name, offset, length, offset - skip + pos);
+      const from = Math.max(0, skip - pos);
+      const take = Math.min(value.length - from, skip + length - pos - from);
+      if (take > 0) out.set(value.subarray(from, from + take), pos + from - skip);
+      pos += value.length;
+    }
+    await reader.cancel().catch(() => undefined);
+    return out;
   }
 
   async close(): Promise<void> {}
@@ -150,9 +204,9 @@ class StreamFile implements SourceFile {
   private pos = 0; // file offset of pending[0]
   private pending: Uint8Array = new Uint8Array(0);
 
-  constructor(readonly name: string, res: Response, private readonly refetch: () => Promise<Response>) {
-    this.byteLength = Number(res.headers.get('content-length') ?? NaN);
-    this.reader = this.readerOf(res);
+  constructor(readonly name: string, private current: Fetched, private readonly refetch: () => Promise<Fetched>, private readonly stallMs: number) {
+    this.byteLength = Number(current.res.headers.get('content-length') ?? NaN);
+    this.reader = this.readerOf(current.res);
   }
 
   private readerOf(res: Response): ReadableStreamDefaultReader<Uint8Array> {
@@ -162,10 +216,10 @@ class StreamFile implements SourceFile {
 
   async read(offset: number, length: number): Promise<Uint8Array> {
     if (offset < this.pos) {
-      await this.reader.cancel();
-      const res = await this.refetch();
-      if (!res.ok) throw new ModelSourceError(this.name, `HTTP ${res.status} on re-request`);
-      this.reader = this.readerOf(res);
+      await this.reader.cancel().catch(() => undefined);
+      this.current = await this.refetch();
+      if (!this.current.res.ok) throw new ModelSourceError(this.name, `HTTP ${this.current.res.status} on re-request`);
+      this.reader = this.readerOf(this.current.res);
       this.pos = 0;
       this.pending = new Uint8Array(0);
     }
@@ -173,7 +227,7 @@ class StreamFile implements SourceFile {
     let filled = 0;
     while (filled < length) {
       if (this.pending.length === 0) {
-        const { done, value } = await this.reader.read();
+        const { done, value } = await nextChunk(this.reader, this.current, this.name, this.stallMs, this.pos);
         if (done) throw new ShortReadError(this.name, offset, length, this.pos);
         this.pending = value;
       }
