@@ -110,6 +110,19 @@ describe('processedDist', () => {
     expect(cases).toBe(vocabs.length * 2 * settings.length);
   });
 
+  it('top-p on a large vocabulary (nucleus inside and beyond the first 256 ranked) matches the oracle', () => {
+    const vocab = 5003;
+    for (const [spread, topP] of [[12, 0.9], [0.5, 0.9], [0.5, 0.3], [3, 0.999]] as const) {
+      const r = mulberry32(vocab + topP * 1000);
+      const row = Float32Array.from({ length: vocab }, () => (r() * 2 - 1) * spread);
+      const p = params(1, 0, topP);
+      const got = processedDist(row, p);
+      const want = oracleDist(row, p);
+      expect([...got.ids], `spread ${spread} topP ${topP}`).toEqual(want.ids);
+      expect(Math.max(...want.probs.map((x, i) => Math.abs(x - got.probs[i])))).toBeLessThan(1e-6);
+    }
+  });
+
   it('reads a row at an offset inside a (positions, vocab) block', () => {
     const vocab = 13;
     const block = randomRow(3 * vocab, 5, false);

@@ -202,25 +202,37 @@ export function rankByLogit(row: ArrayLike<number>, off: number, vocab: number, 
 export function processedDist(row: ArrayLike<number>, params: SamplingParams, off = 0, vocab = row.length - off): SparseDist {
   if (params.temperature === 0) return pointMass(argmax(row, off, vocab));
   const invT = 1 / params.temperature;
-  const ranked = rankByLogit(row, off, vocab, params.topK);
-  const max = row[off + ranked[0]];
+  let max = -Infinity;
+  for (let i = 0; i < vocab; i++) if (row[off + i] > max) max = row[off + i];
   // full-vocabulary normalizer: top-p thresholds refer to the untruncated distribution
   let z = 0;
   for (let i = 0; i < vocab; i++) {
     const v = row[off + i];
     if (!Number.isNaN(v)) z += Math.exp((v - max) * invT);
   }
-  const probs = new Float64Array(ranked.length);
-  let keep = ranked.length;
-  let cum = 0;
-  for (let r = 0; r < ranked.length; r++) {
-    const pr = Math.exp((row[off + ranked[r]] - max) * invT) / z;
-    probs[r] = pr;
-    if (params.topP < 1 && cum >= params.topP) {
-      keep = r;
-      break;
+  // Top-p alone: rank only the top 256 first and widen (x16) while the nucleus is not inside
+  // them; the result is the same as ranking everything, without sorting a 128k vocabulary.
+  let limit = params.topK > 0 ? params.topK : params.topP < 1 ? 256 : 0;
+  let ranked: Int32Array;
+  let probs: Float64Array;
+  let keep: number;
+  for (;;) {
+    ranked = rankByLogit(row, off, vocab, limit);
+    probs = new Float64Array(ranked.length);
+    keep = ranked.length;
+    let cum = 0;
+    for (let r = 0; r < ranked.length; r++) {
+      const pr = Math.exp((row[off + ranked[r]] - max) * invT) / z;
+      probs[r] = pr;
+      if (params.topP < 1 && cum >= params.topP) {
+        keep = r;
+        break;
+      }
+      cum += pr;
     }
-    cum += pr;
+    const nucleusIncomplete = params.topK === 0 && params.topP < 1 && keep === ranked.length && cum < params.topP;
+    if (!nucleusIncomplete || ranked.length >= vocab) break;
+    limit = limit * 16 >= vocab ? 0 : limit * 16;
   }
   let kept = 0;
   for (let r = 0; r < keep; r++) kept += probs[r];
