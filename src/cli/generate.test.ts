@@ -90,6 +90,10 @@ describe('duet generate', () => {
     expect(streamed.out).toBe(a.text + '\n');
     const c = JSON.parse((await cli([...args.slice(0, -1), '8', '--json'])).out);
     expect(c.promptTokens).toEqual(a.promptTokens);
+    expect(c.tokens).not.toEqual(a.tokens); // another seed, another draw (vocab ~300, 6 tokens)
+    const chat = JSON.parse((await cli(['generate', '--model', dir, '--prompt', 'Hi', '--chat', '--max-tokens', '1', '--json'])).out);
+    expect(chat.promptTokens).toEqual(tok.encodeChat([{ role: 'user', content: 'Hi' }]));
+    expect(chat.promptTokens.filter((t: number) => t === BOS)).toHaveLength(1);
   });
 
   it('--quant q8 on cpu runs the quantized values (close to, not equal to, f32)', async () => {
