@@ -271,7 +271,7 @@ export class FolderSource implements ModelSource {
       if (parts.length > 1) first ||= parts[0];
       this.files.set(parts.length > 1 ? parts.slice(1).join('/') : rel, f);
     }
-    this.id = 'folder:' + (folderName ?? first ?? 'picked');
+    this.id = 'folder:' + (folderName ?? (first || 'picked'));
   }
 
   names(): string[] {
