@@ -161,6 +161,11 @@ describe('errors name the file and the tensor/field', () => {
       };
     const missing = await variant('missing', rewrite((ts) => ts.filter((t) => t[0] !== 'model.layers.1.mlp.up_proj.weight')));
     await expectError(missing, WeightsFormatError, 'model.safetensors', 'model.layers.1.mlp.up_proj.weight', /missing/, /\[67,40\]/);
+    // tied config + an lm_head.weight copy (some exports write one) and an old rotary inv_freq: both ignored
+    const tiedCopy = await variant('tiedcopy', rewrite((ts) => [...ts, ['lm_head.weight', ts[0][1], ts[0][2]], ['model.layers.0.self_attn.rotary_emb.inv_freq', new Float32Array(5), [5]]]));
+    const loaded = await loadModelDir(tiedCopy);
+    expect(loaded.weights.lmHead).toBeNull();
+    expect(loaded.weights.embed).toEqual(randomWeights(cfg, 3).embed);
     const extra = await variant('extra', rewrite((ts) => [...ts, ['model.layers.3.input_layernorm.weight', new Float32Array(40), [40]]]));
     await expectError(extra, WeightsFormatError, 'model.layers.3.input_layernorm.weight', /unexpected tensor/);
     const shaped = await variant('shaped', rewrite((ts) => ts.map((t) => (t[0] === 'model.layers.0.self_attn.k_proj.weight' ? [t[0], t[1], [40, 20]] : t))));
