@@ -61,7 +61,7 @@ export async function loadDraft(): Promise<void> {
       s.draft.status = 'ready';
       s.draft.info = info;
     });
-    if (info.backend === 'cpu' && info.fallbackReason) {
+    if (info.backend === 'cpu' && info.fallbackReason && device === 'auto') {
       notify({
         id: 'cpu-fallback',
         level: 'warn',

@@ -93,7 +93,14 @@ export function timelineChart(rounds: RoundTiming[]): SVGElement {
   const x = (ms: number): number => PAD.l + (ms / end) * (width - PAD.l - PAD.r);
   const y0 = height - PAD.b;
   svg.append(s('line', { x1: PAD.l, y1: y0, x2: width - PAD.r, y2: y0, stroke: COLORS.axis }));
-  for (const f of [0, 0.25, 0.5, 0.75, 1]) svg.append(text(x(f * end), height - 8, `${Math.round(f * end)} ms`));
+  for (const f of [0, 0.25, 0.5, 0.75, 1]) svg.append(text(x(f * end), height - 8, `${Math.round(f * end)} ms`, f === 0 ? 'start' : f === 1 ? 'end' : 'middle'));
+  // Before round 1: the target's prefill of the prompt and its first token.
+  const open = rounds[0].startMs;
+  if (open > 0) {
+    svg.append(s('rect', { x: x(0), y: PAD.t, width: x(open) - x(0), height: rowH * 0.8, fill: 'none', stroke: COLORS.network, 'stroke-dasharray': '3 2' },
+      s('title', {}, `prefill + first token: ${open.toFixed(0)} ms`)));
+    if (x(open) - x(0) > 90) svg.append(text((x(0) + x(open)) / 2, PAD.t + rowH * 0.8 + 11, 'prefill + first token'));
+  }
   rounds.forEach((r, i) => {
     const y = PAD.t + i * rowH;
     let t = r.startMs;

@@ -73,7 +73,7 @@ export function compareView(root: HTMLElement): void {
         h('label', { class: 'field', for: 'compare-prompt', style: 'margin:0' }, h('span', {}, 'Prompt (run as baseline and as speculative at the same time)'), prompt),
         h('div', { class: 'row' }, runBtn, stopBtn)),
       h('details', { class: 'settings', style: 'margin-top:0.8rem' }, h('summary', {}, 'Latency and sampling settings'),
-        h('div', { style: 'max-width:640px' }, settingsForm('compare', { rtt: true }))),
+        h('div', { class: 'compare-settings' }, settingsForm('compare', { rtt: true }))),
       h('div', { class: 'row', style: 'margin-top:0.6rem' }, speedup, summary, h('span', { style: 'flex:1' }), jsonBtn, pngBtn)),
     h('div', { class: 'panes' }, base.el, spec.el),
     h('div', { class: 'charts' },

@@ -145,7 +145,7 @@ export function modelsView(root: HTMLElement): void {
     const i = d.info;
     draftInfo.replaceChildren(...(i ? kv([
       ['Model', i.name],
-      ['Runs on', i.backend === 'webgpu' ? `WebGPU · ${i.adapter ?? ''}` : `CPU (fallback)${i.fallbackReason ? ` — ${i.fallbackReason}` : ''}`],
+      ['Runs on', i.backend === 'webgpu' ? `WebGPU · ${i.adapter ?? ''}` : d.device === 'cpu' ? 'CPU (TypeScript reference), as chosen' : `CPU (fallback)${i.fallbackReason ? ` — ${i.fallbackReason}` : ''}`],
       ['Weights', `${i.format}${i.gpuBytes ? ` · ${fmtBytes(i.gpuBytes)} of GPU buffers` : ''}`],
       ['Parameters', i.params.toLocaleString()],
       ['Vocabulary', i.vocabSize.toLocaleString()],
