@@ -7,7 +7,7 @@
 import { requestDevice, type GpuContext } from '../../src/kernels/gpu.ts';
 import type { LlamaConfig } from '../../src/engine/config.ts';
 import type { LlamaWeights } from '../../src/engine/weights.ts';
-import { createEngine, type WebGpuLlama } from '../../src/engine/gpu/index.ts';
+import { createEngine, type GpuEngineOptions, type WebGpuLlama } from '../../src/engine/gpu/index.ts';
 import { LocalVerifier } from './local.ts';
 
 export interface WebGpuVerifierOptions {
@@ -23,6 +23,13 @@ export interface WebGpuVerifierOptions {
   memoryBudgetBytes?: number;
   /** An existing device (tests share one). */
   ctx?: GpuContext;
+  /**
+   * Weight and KV storage. Default f32 for both: the target decides which tokens stand, so
+   * by default it computes like the CPU reference; q8/q4 weights or an f16 KV cache trade
+   * that for memory.
+   */
+  format?: GpuEngineOptions['format'];
+  kvFormat?: GpuEngineOptions['kvFormat'];
 }
 
 export async function createWebGpuVerifier(o: WebGpuVerifierOptions): Promise<LocalVerifier> {
@@ -33,11 +40,11 @@ export async function createWebGpuVerifier(o: WebGpuVerifierOptions): Promise<Lo
   const verifier = new LocalVerifier({
     info: {
       backend: 'webgpu', model: o.model, tokenizerHash: o.tokenizerHash, vocabSize: o.config.vocabSize,
-      maxContext, maxBatch: o.maxBatch ?? 16, device: `webgpu: ${ctx.adapterName}`,
+      maxContext, maxBatch: o.maxBatch ?? 16, device: `webgpu: ${ctx.adapterName} (${o.format ?? 'f32'} weights, ${o.kvFormat ?? 'f32'} KV)`,
     },
     makeModel: async () => {
       const budget = o.memoryBudgetBytes === undefined ? undefined : o.memoryBudgetBytes - usedBytes;
-      const e = await createEngine(ctx, o.config, o.weights, { maxContext, memoryBudgetBytes: budget });
+      const e = await createEngine(ctx, o.config, o.weights, { maxContext, memoryBudgetBytes: budget, format: o.format ?? 'f32', kvFormat: o.kvFormat ?? 'f32' });
       engines.add(e);
       usedBytes += e.plan.total;
       const dispose = e.dispose.bind(e);
