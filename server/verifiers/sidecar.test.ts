@@ -23,7 +23,7 @@ import { tokenizerHash } from '../../src/engine/tokenizer.ts';
 import { compare, randomF32 } from '../../src/kernels/testing.ts';
 import { roundWeightsBf16, writeLlamaDir } from './sidecar-fixtures.ts';
 import {
-  type SidecarVerifier, SidecarBatchError, SidecarMismatchError, SidecarRemoteError, SidecarSessionLostError, createSidecarVerifier, splitCommand,
+  type SidecarVerifier, SidecarBatchError, SidecarMismatchError, SidecarRemoteError, SidecarStartError, SidecarSessionLostError, createSidecarVerifier, splitCommand,
 } from './sidecar.ts';
 import type { VerifyRequest } from './types.ts';
 import { startGateway } from '../gateway.ts';
@@ -375,6 +375,12 @@ print(json.dumps(out))`], { input, encoding: 'utf8', maxBuffer: 1 << 26 });
     const accepted = want.map((w) => w[0] as number);
     expect(Math.min(...accepted)).toBe(0);
     expect(Math.max(...accepted)).toBe(k);
+  });
+
+  it('a sidecar that cannot start fails createSidecarVerifier with its own error message', async () => {
+    const err = await createSidecarVerifier({ cmds: [[PY, 'server/sidecar/main.py', '--model', '/nonexistent-model-dir']], log: quiet }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SidecarStartError);
+    expect((err as Error).message).toMatch(/exited \(code 2\)[\s\S]*config\.json/);
   });
 
   it('splits --sidecar-cmd like a shell', () => {

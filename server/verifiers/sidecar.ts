@@ -302,6 +302,7 @@ export class SidecarMember extends EventEmitter {
   private healthTimer: ReturnType<typeof setInterval> | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private upSince = 0;
+  private healthInFlight = false;
   private stderrTail: string[] = [];
   lastError = '';
 
@@ -359,7 +360,7 @@ export class SidecarMember extends EventEmitter {
   private spawnProcess(argv: string[]): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       this.stderrTail = [];
-      const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.o.env } });
+      const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DUET_SIDECAR_EXIT_WITH_PARENT: '1', ...this.o.env } });
       this.proc = child;
       let settled = false;
       const fail = (msg: string): void => {
@@ -403,21 +404,27 @@ export class SidecarMember extends EventEmitter {
         }
       });
       child.on('error', (e) => fail(`could not be started: ${e.message}`));
+      const why = (code: number | null, signal: NodeJS.Signals | null): string => `exited (${signal ? `signal ${signal}` : `code ${code}`})`;
+      // before it is ready, wait for 'close' (stdio drained) so the stderr tail is complete
+      child.on('close', (code, signal) => {
+        if (!settled) fail(why(code, signal));
+      });
       child.on('exit', (code, signal) => {
-        const why = `exited (${signal ? `signal ${signal}` : `code ${code}`})`;
-        if (!settled) fail(why);
-        else if (this.proc === child) this.markDown(`the sidecar process ${why}`);
+        if (settled && this.proc === child) this.markDown(`the sidecar process ${why(code, signal)}`);
       });
     });
   }
 
   private async checkHealth(): Promise<void> {
-    if (this.state !== 'up' || !this.conn) return;
+    if (this.state !== 'up' || !this.conn || this.healthInFlight) return;
+    this.healthInFlight = true;
     try {
       await this.conn.call('health', {}, undefined, { timeoutMs: this.o.healthTimeoutMs });
       if (Date.now() - this.upSince > 30_000) this.backoffMs = this.o.backoffInitialMs; // stable again
     } catch (e) {
       this.markDown(`health check failed: ${(e as Error).message}`);
+    } finally {
+      this.healthInFlight = false;
     }
   }
 

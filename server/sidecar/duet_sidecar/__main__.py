@@ -37,18 +37,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def watch_parent() -> None:
+    """Exit when the process that spawned us is gone (a supervising gateway that crashed)."""
+    import threading
+
+    parent = os.getppid()
+
+    def loop() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=loop, daemon=True, name="parent-watch").start()
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
+    from .config import ConfigError, load_config
+
+    try:
+        cfg = load_config(a.model)  # before importing torch: a wrong --model fails in milliseconds
+    except ConfigError as e:
+        print(f"duet_sidecar: {e}", file=sys.stderr, flush=True)
+        return 2
+    if os.environ.get("DUET_SIDECAR_EXIT_WITH_PARENT"):
+        watch_parent()
     import torch
 
-    from .config import load_config
     from .engine import Engine
     from .server import SidecarServer
 
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    cfg = load_config(a.model)
     max_context = min(a.max_context, cfg.max_position_embeddings)
     if a.backend == "torch":
         from .safetensors_io import load_dir
