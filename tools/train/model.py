@@ -69,7 +69,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, bias=False)
         self.o_proj = nn.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, cache=None, start=0):
         B, T, _ = x.shape
         c = self.c
         q = self.q_proj(x).view(B, T, c.num_attention_heads, c.head_dim).transpose(1, 2)
@@ -77,6 +77,13 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, c.num_key_value_heads, c.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if cache is not None:
+            # inference: keep positions [0, start) of the cache, append this block
+            if cache:
+                assert cache[0].shape[2] >= start, f"cache holds {cache[0].shape[2]} positions, asked to start at {start}"
+                k = torch.cat((cache[0][:, :, :start], k), dim=2)
+                v = torch.cat((cache[1][:, :, :start], v), dim=2)
+            cache[:] = [k, v]
         rep = c.num_attention_heads // c.num_key_value_heads
         k = k.repeat_interleave(rep, dim=1)  # (B, H, T, hd): query head h reads kv head h // rep
         v = v.repeat_interleave(rep, dim=1)
@@ -104,8 +111,8 @@ class Layer(nn.Module):
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask, cache=None, start=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -135,15 +142,21 @@ class Llama(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, ids):
+    def new_cache(self):
+        return [[] for _ in self.model.layers]
+
+    def forward(self, ids, cache=None, start=0):
+        """Logits (B, T, vocab) of ids at positions [start, start + T). With a cache (from
+        new_cache()), positions before start come from it and the cache is cut to start first,
+        so a verify after a partial acceptance needs no separate rollback."""
         B, T = ids.shape
-        pos = torch.arange(T, dtype=torch.float32)
+        pos = torch.arange(start, start + T, dtype=torch.float32)
         freqs = torch.outer(pos, self.inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = torch.full((T, T), float("-inf")).triu(1)
+        mask = torch.full((T, start + T), float("-inf")).triu(start + 1)
         x = self.model.embed_tokens(ids)
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, mask)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, mask, None if cache is None else cache[i], start)
         x = self.model.norm(x)
         return x @ self.model.embed_tokens.weight.t()  # tied lm_head

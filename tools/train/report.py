@@ -50,29 +50,42 @@ def agreement(draft, target, docs, ctx):
     return same / n
 
 
+def _next(m, cache, ids, start):
+    return m(torch.tensor([ids]), cache, start)[0].argmax(-1).tolist()
+
+
 @torch.no_grad()
 def greedy(m, ids, n, eos):
-    ids = list(ids)
+    """Target-only greedy decoding with a KV cache."""
+    ids, cache = list(ids), m.new_cache()
+    t = _next(m, cache, ids, 0)[-1]
     for _ in range(n):
-        t = m(torch.tensor([ids]))[0, -1].argmax().item()
         ids.append(t)
-        if t in eos:
+        if t in eos or len(ids) - 1 >= m.c.max_position_embeddings:
             break
+        t = _next(m, cache, [t], len(ids) - 1)[-1]
     return ids
 
 
 @torch.no_grad()
 def speculate(draft, target, ids, n, eos):
-    """Greedy speculative decoding, k=K: returns (ids, rounds, accepted draft tokens)."""
-    ids, start, rounds, accepted = list(ids), len(ids), 0, 0
-    while len(ids) - start < n and ids[-1] not in eos:
-        prop = []
-        for _ in range(K):
-            prop.append(draft(torch.tensor([ids + prop]))[0, -1].argmax().item())
-        tgt = target(torch.tensor([ids + prop]))[0, len(ids) - 1:].argmax(-1).tolist()  # K+1 predictions
+    """Greedy speculative decoding with k=K, both models with KV caches (cut back to the
+    accepted length on the next call). Returns (ids, rounds, accepted draft tokens)."""
+    ids, start = list(ids), len(ids)
+    dc, tc = draft.new_cache(), target.new_cache()
+    _next(target, tc, ids[:-1], 0)  # prefill all but the last token; each verify block starts there
+    dlen = 0  # positions of the draft cache that hold accepted tokens
+    rounds = accepted = 0
+    while len(ids) - start < n and ids[-1] not in eos and len(ids) + K < target.c.max_position_embeddings:
+        base = len(ids) - 1
+        prop = [_next(draft, dc, ids[dlen:], dlen)[-1]]
+        for j in range(1, K):
+            prop.append(_next(draft, dc, [prop[-1]], base + j)[-1])
+        tgt = _next(target, tc, [ids[-1]] + prop, base)  # K+1 target argmaxes
         a = 0
         while a < K and prop[a] == tgt[a] and prop[a] not in eos:
             a += 1
+        dlen = base + 1 + min(a, K - 1)  # the draft never ran its own last proposal
         ids += prop[:a] + [tgt[a]]
         rounds += 1
         accepted += a

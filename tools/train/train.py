@@ -97,10 +97,11 @@ def load_tok(a):
 
 # ---------------------------------------------------------------- training
 
-def lr_at(step, total, peak, warmup):
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
+def lr_at(progress, peak, warmup_frac=0.03):
+    """Linear warmup, then cosine decay to 10% of peak; progress in [0, 1]."""
+    if progress < warmup_frac:
+        return peak * max(progress, 1e-3) / warmup_frac
+    p = (progress - warmup_frac) / (1 - warmup_frac)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
@@ -110,23 +111,30 @@ def train_loop(a, name, shape, teacher=None):
     m = Llama(model_config(shape))
     opt = torch.optim.AdamW(m.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     ckpt = os.path.join(a.work, f"{name}.ckpt")
-    step = 0
+    step, elapsed = 0, 0.0
     g = torch.Generator().manual_seed(a.seed + (1 if teacher else 0))
     if os.path.exists(ckpt) and not a.fresh:
         st = torch.load(ckpt)
         m.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        step = st["step"]
+        step, elapsed = st["step"], st.get("elapsed", 0.0)
         g.set_state(st["rng"])
         log(f"{name}: resumed at step {step}")
-    log(f"{name}: {m.num_params()} params, {a.steps} steps of {a.batch}x{a.seq} tokens")
-    t0, last_ckpt = time.time(), time.time()
-    while step < a.steps:
+    budget = a.minutes * 60 if a.minutes else float("inf")
+    log(f"{name}: {m.num_params()} params, {a.steps} steps of {a.batch}x{a.seq} tokens"
+        + (f" or {a.minutes} minutes, whichever ends first" if a.minutes else ""))
+
+    def progress():
+        # the schedule follows whichever limit is nearer, so a time-boxed run still anneals
+        return max(step / a.steps, elapsed / budget)
+
+    t0, last_ckpt = time.time() - elapsed, time.time()
+    while progress() < 1:
         starts = torch.randint(0, len(stream) - a.seq - 1, (a.batch,), generator=g)
         xy = torch.stack([stream[s:s + a.seq + 1] for s in starts.tolist()])
         x, y = xy[:, :-1], xy[:, 1:]
         for pg in opt.param_groups:
-            pg["lr"] = lr_at(step, a.steps, a.lr, a.warmup)
+            pg["lr"] = lr_at(progress(), a.lr)
         logits = m(x)
         ce = F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
         if teacher is not None:
@@ -144,13 +152,14 @@ def train_loop(a, name, shape, teacher=None):
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % 10 == 0 or step == a.steps:
-            el = time.time() - t0
+        elapsed = time.time() - t0
+        done = progress() >= 1
+        if step % 10 == 0 or done:
             log(f"{name} step {step}/{a.steps} ce {ce.item():.3f}" + (f" kl {kl.item():.3f}" if kl is not None else "")
-                + f" lr {opt.param_groups[0]['lr']:.2e} {el:.0f}s")
-        if time.time() - last_ckpt > a.ckpt_minutes * 60 or step == a.steps:
+                + f" lr {opt.param_groups[0]['lr']:.2e} {elapsed:.0f}s")
+        if time.time() - last_ckpt > a.ckpt_minutes * 60 or done:
             torch.save({"model": m.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
-                        "config": m.c.to_dict()}, ckpt + ".tmp")
+                        "elapsed": elapsed, "config": m.c.to_dict()}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
             last_ckpt = time.time()
             log(f"{name}: checkpoint at step {step}")
@@ -209,6 +218,8 @@ def main():
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints")
     p.add_argument("--target-steps", type=int, default=700)
     p.add_argument("--draft-steps", type=int, default=500)
+    p.add_argument("--target-minutes", type=float, default=None, help="time box for the target (cosine follows it)")
+    p.add_argument("--draft-minutes", type=float, default=None, help="time box for the draft")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
@@ -221,8 +232,8 @@ def main():
         if s == "data" and a.stage == "all" and os.path.exists(os.path.join(a.work, "train.pt")) and not a.fresh:
             continue
         a.steps = a.target_steps if s == "target" else a.draft_steps
+        a.minutes = a.target_minutes if s == "target" else a.draft_minutes
         a.lr = 3e-3 if s == "target" else 4e-3
-        a.warmup = 30
         log(f"== {s}")
         globals()[f"stage_{s}"](a)
 
