@@ -58,6 +58,7 @@ export interface SpeculateReport {
 }
 
 const round2 = (x: number): number => (Number.isFinite(x) ? Math.round(x * 100) / 100 : 0);
+const round4 = (x: number): number => (Number.isFinite(x) ? Math.round(x * 10000) / 10000 : 0);
 
 export async function run(argv: string[]): Promise<number> {
   const { values: a } = parseArgs({
@@ -129,7 +130,7 @@ export async function run(argv: string[]): Promise<number> {
     for (const p of r.provenance) prov[p]++;
     const report: SpeculateReport = {
       text: decode(r.tokens), tokens: r.tokens, promptTokens: prompt.length, stopReason: r.stopReason,
-      acceptanceRate: round2(s.acceptanceRate * 100) / 100, meanAcceptedPerRound: round2(s.meanAcceptedPerRound),
+      acceptanceRate: round4(s.acceptanceRate), meanAcceptedPerRound: round2(s.meanAcceptedPerRound),
       tokensPerTargetPass: round2(s.tokensPerTargetPass), targetPasses: s.targetPasses,
       draftMsPerToken: round2(s.draftMsPerToken), verifyMsPerPass: round2(s.verifyMsPerPass), roundMs: round2(s.roundMs),
       wallMs: round2(s.wallMs), tokPerSec: round2(s.tokPerSec), ttftMs: round2(s.ttftMs), rounds: s.rounds, meanK: round2(s.meanK),
@@ -141,7 +142,7 @@ export async function run(argv: string[]): Promise<number> {
       const b = await baseline(bl, prompt, { params, maxTokens, eosTokenIds: eos });
       await bl.close();
       report.baseline = { text: decode(b.tokens), tokens: b.tokens, tokPerSec: round2(b.tokPerSec), targetPasses: b.targetPasses, wallMs: round2(b.wallMs), ttftMs: round2(b.ttftMs) };
-      report.speedup = b.tokPerSec > 0 ? round2((s.tokPerSec / b.tokPerSec) * 1000) / 1000 : 0;
+      report.speedup = b.tokPerSec > 0 ? round4(s.tokPerSec / b.tokPerSec) : 0;
       if (params.temperature === 0) report.identical = JSON.stringify(b.tokens) === JSON.stringify(r.tokens);
     }
     if (a.json) console.log(JSON.stringify(report));
