@@ -22,6 +22,9 @@ export interface KernelBenchOptions {
   reps?: number;
   /** Skip the engine tok/s part. */
   skipEngine?: boolean;
+  /** Engine model layers (default 16, quick 2) and vocabulary (default 128256); smoke tests shrink them. */
+  engineLayers?: number;
+  engineVocab?: number;
   log?: (line: string) => void;
 }
 
@@ -280,7 +283,7 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
       };
       log(`summary ${format}: 1B ${a.gbps.toFixed(2)} GB/s = ${(a.gbps / a.copy * 100).toFixed(0)}% of copy` + (b ? `; 3B ${b.gbps.toFixed(2)} GB/s = ${(b.gbps / b.copy * 100).toFixed(0)}% of copy` : ''));
     }
-    if (!opts.skipEngine) await benchEngine(ctx, result, quick, log);
+    if (!opts.skipEngine) await benchEngine(ctx, result, opts, log);
     else notes.push('engine tok/s skipped (--no-engine)');
   } finally {
     timer.destroy();
@@ -290,10 +293,58 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
   return result;
 }
 
-/** Decode tok/s of the GPU engine on a random model with Llama-3.2-1B shapes (2 layers in --quick). */
-async function benchEngine(ctx: GpuContext, result: KernelBenchResult, quick: boolean, log: (l: string) => void): Promise<void> {
-  result.notes.push('engine tok/s: not measured yet (the GPU engine is wired in by a later commit)');
-  void ctx;
-  void quick;
-  void log;
+/** Tensor data for the engine bench: a 64 Ki-value random block tiled (values do not change the speed). */
+function tiledRandom(n: number, seed: number): Float32Array {
+  const block = new Float32Array(1 << 16);
+  let a = seed >>> 0;
+  for (let i = 0; i < block.length; i++) {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    block[i] = (a / 2 ** 32 - 0.5) * 0.05;
+  }
+  const out = new Float32Array(n);
+  for (let o = 0; o < n; o += block.length) out.set(block.subarray(0, Math.min(block.length, n - o)), o);
+  return out;
+}
+
+/**
+ * Decode tok/s of the GPU engine (src/engine/gpu) on a random model with Llama-3.2-1B shapes
+ * in q4 (the browser draft's default) with a 4096-token KV cache: one prompt token, then
+ * greedy decode steps (forwardArgmax: one submission and a few words read back per token),
+ * median step time. --quick keeps 2 of the 16 layers.
+ */
+async function benchEngine(ctx: GpuContext, result: KernelBenchResult, opts: KernelBenchOptions, log: (l: string) => void): Promise<void> {
+  const { syntheticConfig } = await import('../../src/engine/config.ts');
+  const { expectedShapes } = await import('../../src/engine/weights.ts');
+  const { createEngine } = await import('../../src/engine/gpu/index.ts');
+  const quick = opts.quick ?? false;
+  const config = syntheticConfig('1b', { numLayers: opts.engineLayers ?? (quick ? 2 : 16), ...(opts.engineVocab ? { vocabSize: opts.engineVocab } : {}) });
+  const format: WeightFormat = 'q4';
+  const steps = quick ? 3 : 8;
+  async function* tensors() {
+    let seed = 1;
+    for (const [name, shape] of expectedShapes(config)) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      yield { name, shape, data: name.endsWith('norm.weight') ? new Float32Array(n).fill(1) : tiledRandom(n, seed++) };
+    }
+  }
+  const t0 = performance.now();
+  const engine = await createEngine(ctx, config, tensors(), { format, maxContext: 4096 });
+  log(`engine: ${config.numLayers} layers, vocab ${config.vocabSize}, ${format}, loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; ${(engine.bufferBytes / 2 ** 20).toFixed(1)} MiB of GPU buffers`);
+  try {
+    let tok = (await engine.forwardArgmax([Math.min(config.bosTokenId ?? 0, config.vocabSize - 1)], 0))[0];
+    const ms: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const s0 = performance.now();
+      tok = (await engine.forwardArgmax([tok], engine.length))[0];
+      ms.push(performance.now() - s0);
+    }
+    const msPerToken = median(ms);
+    result.engine = {
+      config: `Llama-3.2-1B shapes, ${config.numLayers} layers, vocab ${config.vocabSize}, maxContext 4096, random weights`,
+      format, tokPerS: 1000 / msPerToken, msPerToken, bufferBytes: engine.bufferBytes, memory: engine.memory,
+    };
+    log(`engine decode: ${msPerToken.toFixed(1)} ms/token = ${(1000 / msPerToken).toFixed(2)} tok/s (median of ${steps}, wall clock incl. readback)`);
+  } finally {
+    engine.dispose();
+  }
 }
