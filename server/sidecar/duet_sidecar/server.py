@@ -9,10 +9,8 @@ opened them and are freed when it closes.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import struct
 import sys
 import threading
 import time
@@ -20,7 +18,6 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 
 from . import PROTOCOL_VERSION, errors, protocol
 from .engine import Engine, VerifyItem
