@@ -145,7 +145,8 @@ export async function serve(a: ServeArgs): Promise<Gateway> {
   let devFallback: Parameters<typeof startGateway>[0]['fallback'];
   if (a.dev) {
     const vite = await import('vite');
-    const dev = await vite.createServer({ server: { middlewareMode: true }, appType: 'spa' });
+    // --json promises one JSON line on stdout: keep Vite's own logging to warnings
+    const dev = await vite.createServer({ server: { middlewareMode: true }, appType: 'spa', clearScreen: false, logLevel: a.json || a.quiet ? 'warn' : 'info' });
     devFallback = (req, res) => dev.middlewares(req, res);
   }
   return startGateway({
