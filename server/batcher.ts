@@ -6,7 +6,7 @@
 // batches, so a long prompt or a baseline stream cannot starve the verify traffic, and the
 // event loop gets a turn between jobs (the cpu backend computes synchronously).
 
-import type { Verifier, VerifyRequest, VerifyResult } from './verifiers/types.ts';
+import { isPartialBatchFailure, type Verifier, type VerifyRequest, type VerifyResult } from './verifiers/types.ts';
 
 export interface BatchedResult extends VerifyResult {
   /** Time the request waited before its batch started, ms. */
@@ -70,6 +70,11 @@ export class Batcher {
     });
   }
 
+  /** A batch or job is running (or about to: the pump has not yet gone idle). */
+  get busy(): boolean {
+    return this.running;
+  }
+
   get queued(): number {
     return this.verifies.length + this.jobs.length;
   }
@@ -131,18 +136,24 @@ export class Batcher {
     this.stats.batchedRequests += live.length;
     this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, live.length);
     let results: VerifyResult[];
+    let failures = new Map<string, Error>();
     try {
       results = await this.verifier.verifyBatch(live.map((p) => p.req));
     } catch (e) {
-      for (const p of live) p.reject(e);
-      return;
+      if (!isPartialBatchFailure(e)) {
+        for (const p of live) p.reject(e);
+        return;
+      }
+      // some sessions failed: the others' results stand (their backend state has advanced)
+      results = e.results;
+      failures = e.failures;
     }
     const batchMs = now() - t0;
     const byId = new Map(results.map((r) => [r.sessionId, r]));
     for (const p of live) {
       const r = byId.get(p.req.sessionId);
       if (r) p.resolve({ ...r, queueMs: t0 - p.at, batchMs, batch: live.length });
-      else p.reject(new Error(`verifier returned no result for session ${p.req.sessionId}`));
+      else p.reject(failures.get(p.req.sessionId) ?? new Error(`verifier returned no result for session ${p.req.sessionId}`));
     }
   }
 }

@@ -8,7 +8,7 @@ import type { CausalLM } from '../../src/engine/model.ts';
 import type { SamplingParams } from '../../src/engine/sampling.ts';
 import { LocalTarget } from '../../src/engine/local-target.ts';
 import { Rng, STREAM_TARGET } from '../../src/engine/sampler.ts';
-import type { Verifier, VerifierInfo, VerifyRequest, VerifyResult } from './types.ts';
+import { PartialBatchError, type Verifier, type VerifierInfo, type VerifyRequest, type VerifyResult } from './types.ts';
 
 export class UnknownSessionError extends Error {
   override name = 'UnknownSessionError';
@@ -63,10 +63,16 @@ export class LocalVerifier implements Verifier {
 
   async verifyBatch(requests: VerifyRequest[]): Promise<VerifyResult[]> {
     const out: VerifyResult[] = [];
+    const failures = new Map<string, Error>();
     for (const r of requests) {
-      const v = await this.get(r.sessionId).verify(r.draft, r.draftDists);
-      out.push({ sessionId: r.sessionId, accepted: v.accepted, token: v.token, forwardMs: v.verifyMs });
+      try {
+        const v = await this.get(r.sessionId).verify(r.draft, r.draftDists);
+        out.push({ sessionId: r.sessionId, accepted: v.accepted, token: v.token, forwardMs: v.verifyMs });
+      } catch (e) {
+        failures.set(r.sessionId, e as Error);
+      }
     }
+    if (failures.size) throw new PartialBatchError(out, failures);
     return out;
   }
 

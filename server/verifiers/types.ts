@@ -57,3 +57,26 @@ export interface Verifier {
   close(sessionId: string): Promise<void>;
   dispose(): Promise<void>;
 }
+
+/**
+ * A verifyBatch that failed for some sessions only: `results` stand (their backend state has
+ * advanced), `failures` name the others. The batcher resolves the former and fails only the
+ * latter, so one bad session does not fail its batch-mates. Any error with these two fields
+ * is treated so (the sidecar's SidecarBatchError has them).
+ */
+export interface PartialBatchFailure {
+  results: VerifyResult[];
+  failures: Map<string, Error>;
+}
+
+export class PartialBatchError extends Error implements PartialBatchFailure {
+  override name = 'PartialBatchError';
+  constructor(readonly results: VerifyResult[], readonly failures: Map<string, Error>) {
+    super(`${failures.size} of ${failures.size + results.length} verify requests failed: ${[...failures].slice(0, 3).map(([s, e]) => `${s}: ${e.message}`).join('; ')}`);
+  }
+}
+
+export function isPartialBatchFailure(e: unknown): e is PartialBatchFailure {
+  const x = e as Partial<PartialBatchFailure> | null;
+  return !!x && typeof x === 'object' && Array.isArray(x.results) && x.failures instanceof Map;
+}
