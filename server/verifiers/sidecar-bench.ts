@@ -23,6 +23,8 @@ export interface SidecarBenchOptions {
   /** Measured rounds of each mode (after one warm-up round each). */
   rounds?: number;
   promptLen?: number;
+  /** Fewer measured rounds (2), same 16-session shape (`duet bench spec --quick`). */
+  quick?: boolean;
   /** Extra sidecar flags, e.g. ['--device', 'cuda']. */
   sidecarArgs?: string[];
   log?: (line: string) => void;
@@ -51,7 +53,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 export async function benchSidecarBatch(opts: SidecarBenchOptions = {}): Promise<SidecarBenchResult> {
   const sessions = opts.sessions ?? 16;
   const k = opts.k ?? 4;
-  const rounds = opts.rounds ?? 6;
+  const rounds = opts.rounds ?? (opts.quick ? 2 : 6);
   const promptLen = opts.promptLen ?? 16;
   let model = opts.model ?? 'public/models/tiny-target';
   let tmp: string | null = null;
