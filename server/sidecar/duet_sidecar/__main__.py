@@ -78,8 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
         device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
         dtype_name = a.dtype if a.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-        runner = TorchLlama(cfg, load_dir(a.model), device=device, dtype=getattr(torch, dtype_name),
-                            max_slots=a.max_sessions + 1, max_context=max_context)
+        dt = getattr(torch, dtype_name)
+        kv_bytes = 2 * cfg.num_layers * (a.max_sessions + 1) * cfg.num_kv_heads * max_context * cfg.head_dim * torch.tensor([], dtype=dt).element_size()
+        print(f"duet_sidecar: KV cache {kv_bytes / 2**30:.2f} GiB ({a.max_sessions} sessions x {max_context} tokens, {dtype_name})", file=sys.stderr, flush=True)
+        try:
+            runner = TorchLlama(cfg, load_dir(a.model), device=device, dtype=dt, max_slots=a.max_sessions + 1, max_context=max_context)
+        except RuntimeError as e:  # allocation failures: say which knobs shrink it
+            print(f"duet_sidecar: cannot allocate the model + KV cache ({e}); lower --max-sessions or --max-context, or use --dtype bfloat16", file=sys.stderr, flush=True)
+            return 3
         dev_name = "cpu" if device == "cpu" else f"{device} {torch.cuda.get_device_name(torch.device(device))}"
         device_desc = f"torch {torch.__version__} {dev_name} {dtype_name}"
         max_batch = a.max_batch
