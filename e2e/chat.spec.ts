@@ -1,5 +1,6 @@
 // Chat view end to end: text streams from the draft + target, stats and token provenance
-// render, Stop ends a run early, and a reload loads the draft from the IndexedDB cache.
+// render, a lost GPU device is explained and recovered, Stop ends a run early, and a reload
+// loads the draft from the IndexedDB cache.
 
 import { test, expect } from '@playwright/test';
 import { openApp, sendChat, setSetting, waitFor, watchConsole, expectNoConsoleErrors } from './helpers.ts';
@@ -28,6 +29,22 @@ test('chat produces text with stats and provenance colours (draft on WebGPU)', a
   await expect(msg.locator('.tok')).toHaveCount(s.chat.lastStats!.tokens);
   for (const label of ['TTFT', 'speed', 'acceptance', 'tokens/target pass', 'target passes']) await expect(msg.locator('.stat', { hasText: label })).toBeVisible();
   await expect(page.getByRole('list', { name: 'Token colours' })).toBeVisible();
+
+  // Device lost: the page explains, offers a reload, and the reloaded draft (from the cache,
+  // on a fresh device) generates again.
+  expect(await page.evaluate(() => window.__duet!.loseDevice())).toBe(true);
+  const alert = page.getByRole('alert').filter({ hasText: 'The GPU device was lost' });
+  await expect(alert).toBeVisible();
+  await alert.getByRole('button', { name: 'Reload the draft' }).click();
+  const back = await waitFor(page, `s.draft.status === 'ready' || s.draft.status === 'error'`);
+  expect(back.draft.backend).toBe('webgpu');
+  expect(back.draft.fromCache).toBe(true);
+  await page.getByRole('button', { name: 'Clear' }).click();
+  await sendChat(page, 'In the beginning');
+  const again = await waitFor(page, `s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null`);
+  expect(again.chat.lastError).toBeNull();
+  // Greedy and the same prompt: the target decides every token, so the text is unchanged.
+  expect(again.chat.lastText).toBe(s.chat.lastText);
   expectNoConsoleErrors(watch);
 });
 

@@ -3,41 +3,14 @@
 // output equals an uninterrupted run's. This spec runs its own gateway so it can kill it.
 
 import { test, expect } from '@playwright/test';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { openApp, sendChat, setSetting, waitFor, watchConsole, expectNoConsoleErrors } from './helpers.ts';
+import { sendChat, setSetting, waitFor, watchConsole, expectNoConsoleErrors, startGateway, stopGateway } from './helpers.ts';
 
 const PORT = Number(process.env.DUET_E2E_RESTART_PORT ?? 4318);
-
-async function startGateway(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['bin/duet.mjs', 'serve', '--port', String(PORT), '--host', '127.0.0.1', '--verifier', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout!.on('data', (d) => { log += d; });
-  child.stderr!.on('data', (d) => { log += d; });
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}:\n${log}`);
-    try {
-      const res = await fetch(`http://127.0.0.1:${PORT}/api/info`);
-      if (res.ok) return child;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`gateway did not start in 60 s:\n${log}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function stopGateway(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
-}
 
 test('the gateway killed and restarted mid-generation: generation resumes, output unchanged', async ({ page }) => {
   test.setTimeout(400_000);
   const watch = watchConsole(page);
-  let gw = await startGateway();
+  let gw = await startGateway(PORT);
   try {
     await page.goto(`http://127.0.0.1:${PORT}/?test&draft=cpu`);
     await waitFor(page, `s.draft.status === 'ready' && s.gateway.status === 'connected'`);
@@ -58,7 +31,7 @@ test('the gateway killed and restarted mid-generation: generation resumes, outpu
     await waitFor(page, `s.chat.messages === 2 && s.chat.running && (s.chat.lastStats?.tokens ?? 0) >= 4`);
     await stopGateway(gw);
     await waitFor(page, `s.gateway.status === 'reconnecting' || s.gateway.status === 'error'`);
-    gw = await startGateway();
+    gw = await startGateway(PORT);
     const s = await waitFor(page, `s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null`, 120_000);
     expect(s.chat.lastError).toBeNull();
     expect(s.chat.lastText).toBe(ref.chat.lastText);

@@ -1,7 +1,8 @@
 // Shared e2e helpers: open the app in test mode, wait on the typed test API (never sleep),
 // and fail a test on any console error or uncaught page error it did not expect.
 
-import { expect, type Page, type TestInfo } from '@playwright/test';
+import { expect, type Page } from '@playwright/test';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { DuetTestSnapshot } from '../src/engine/worker-types.ts';
 
 /** Console messages some specs provoke on purpose (a refused WebSocket) match these. */
@@ -51,6 +52,29 @@ export async function sendChat(page: Page, prompt: string): Promise<void> {
   await page.getByTestId('send').click();
 }
 
-export async function attachScreenshot(page: Page, info: TestInfo, name: string): Promise<void> {
-  await info.attach(name, { body: await page.screenshot(), contentType: 'image/png' });
+/** Starts an extra `duet serve` (cpu verifier) that a spec controls; resolves once it answers /api/info. */
+export async function startGateway(port: number, extraArgs: string[] = []): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['bin/duet.mjs', 'serve', '--port', String(port), '--host', '127.0.0.1', '--verifier', 'cpu', '--quiet', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout!.on('data', (d) => { log += d; });
+  child.stderr!.on('data', (d) => { log += d; });
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}:\n${log}`);
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/api/info`);
+      if (res.ok) return child;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`gateway did not start in 120 s:\n${log}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export async function stopGateway(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
 }

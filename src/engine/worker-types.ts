@@ -191,6 +191,8 @@ export interface DuetWorkerApi {
   deleteCache(key: string): Promise<void>;
   /** Test page: the WebGPU engine's logits on a random-weight model. */
   engineCheck(spec: EngineCheckSpec): Promise<EngineCheckResult>;
+  /** Tests only: destroy the draft's GPU device as a driver reset would; false if none. */
+  simulateDeviceLoss(): Promise<boolean>;
 }
 
 /** What the page's test API (window.__duet, in ?test mode) reports; Playwright waits on it. */
@@ -206,6 +208,8 @@ export interface DuetTestSnapshot {
 
 export interface DuetTestApi {
   snapshot(): DuetTestSnapshot;
+  /** Destroy the draft's GPU device (as a driver reset would); false when the draft is not on a GPU. */
+  loseDevice(): Promise<boolean>;
 }
 
 /** The engine check page's result (window.__duetEngineCheck). */

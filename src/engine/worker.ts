@@ -510,6 +510,12 @@ const api: DuetWorkerApi = {
     await weightsCache()?.delete(key);
   },
 
+  async simulateDeviceLoss(): Promise<boolean> {
+    if (!liveCtx) return false;
+    liveCtx.device.destroy(); // liveCtx stays set, so watchDevice treats it as a real loss
+    return true;
+  },
+
   async engineCheck(spec: EngineCheckSpec): Promise<EngineCheckResult> {
     const gpu = await startGpu();
     if (!('ctx' in gpu)) fail('no-webgpu', gpu.error, 'Run Chromium with WebGPU enabled.');

@@ -2,6 +2,7 @@
 // snapshot of the app state and wait on it instead of sleeping.
 
 import { state } from './state.ts';
+import { engine } from './app.ts';
 import type { DuetTestApi, DuetTestSnapshot, Provenance } from '../engine/worker-types.ts';
 
 declare global {
@@ -30,5 +31,5 @@ function snapshot(): DuetTestSnapshot {
 }
 
 export function installTestApi(): void {
-  window.__duet = { snapshot };
+  window.__duet = { snapshot, loseDevice: () => engine().simulateDeviceLoss() };
 }
