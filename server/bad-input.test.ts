@@ -208,3 +208,32 @@ describe('limits on a gateway with a rate limit, a token and an origin allowlist
     await good.close();
   });
 });
+
+describe('connection hygiene', () => {
+  let g: TestGateway;
+  beforeAll(async () => {
+    g = await startTestGateway({ pairOptions: { seed: 3, config: SMALL }, helloTimeoutMs: 150, maxSessionsPerConnection: 2, maxConnections: 2 });
+  });
+  afterAll(async () => g?.close());
+
+  it('closes a connection that never says hello', async () => {
+    const c = await RawClient.connect(g.gateway.wsUrl);
+    expect(await c.error('NOT_READY')).toMatchObject({ fatal: true });
+    await c.waitClosed();
+  });
+
+  it('caps sessions per connection and connections per gateway', async () => {
+    const a = await RawClient.connect(g.gateway.wsUrl);
+    a.send(hello);
+    await a.next((m) => m.type === 'welcome');
+    a.send(open(1));
+    a.send(open(2));
+    a.send(open(3));
+    expect(await a.error()).toMatchObject({ code: 'TOO_MANY_SESSIONS', session: 3 });
+    await a.next((m) => m.type === 'opened' && m.session === 2);
+    const b = await RawClient.connect(g.gateway.wsUrl);
+    await expect(RawClient.connect(g.gateway.wsUrl)).rejects.toThrow(/503/);
+    b.close();
+    a.close();
+  });
+});

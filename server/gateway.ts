@@ -29,6 +29,12 @@ export interface GatewayOptions {
    */
   allowOrigins?: string[];
   maxSessions?: number;
+  /** Sessions one connection may hold (default 16), so one client cannot take them all. */
+  maxSessionsPerConnection?: number;
+  /** Open WebSockets (default 4 × maxSessions); more are refused with HTTP 503 on upgrade. */
+  maxConnections?: number;
+  /** A connection that has not said hello after this long is closed (default 10 s). */
+  helloTimeoutMs?: number;
   /** Tokens per session (prompt + generated); capped by the verifier's maxContext. */
   maxContext?: number;
   /** Sessions per verifyBatch call; capped by the verifier's maxBatch. */
@@ -113,6 +119,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? vinfo.maxBatch, vinfo.maxBatch));
   const maxBlock = opts.maxBlock ?? 16;
   const maxSessions = opts.maxSessions ?? 64;
+  const maxPerConn = opts.maxSessionsPerConnection ?? 16;
+  const maxConnections = opts.maxConnections ?? 4 * maxSessions;
   const ratePerSec = opts.ratePerSec ?? 500;
   // A full-support q over the vocabulary is 8 bytes per entry; allow maxBlock of them.
   const maxPayloadBytes = opts.maxPayloadBytes ?? Math.max(1 << 20, 64 + maxBlock * (12 + 8 * vinfo.vocabSize));
@@ -176,6 +184,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (url.pathname !== WS_PATH) return refuse(socket, 404, 'Not Found', `the WebSocket endpoint is ${WS_PATH}\n`);
     if (!originAllowed(req)) return refuse(socket, 403, 'Forbidden', `origin ${req.headers.origin} is not allowed; start the gateway with --allow-origin ${req.headers.origin}\n`);
     if (!tokenOk(req, url)) return refuse(socket, 401, 'Unauthorized', 'missing or wrong token: connect with ?token=SECRET\n');
+    if (conns.size >= maxConnections) return refuse(socket, 503, 'Service Unavailable', `the gateway holds its maximum of ${maxConnections} connections; retry later\n`);
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
 
@@ -187,7 +196,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     st.connections++;
     ws.on('error', (e) => log(`connection ${conn.id}: socket error: ${e.message}`));
     ws.on('pong', () => (conn.alive = true));
+    const helloTimer = setTimeout(() => {
+      if (!conn.ready) fail(conn, perr('NOT_READY', `no hello within ${opts.helloTimeoutMs ?? 10_000} ms; closing`, undefined, undefined, true));
+    }, opts.helloTimeoutMs ?? 10_000);
+    helloTimer.unref();
     ws.on('close', () => {
+      clearTimeout(helloTimer);
       conns.delete(conn);
       st.connections--;
       for (const s of [...conn.sessions.values()]) endSession(conn, s);
@@ -272,6 +286,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   function open(conn: Conn, m: OpenMsg): void {
     if (conn.sessions.has(m.session)) throw perr('SESSION_EXISTS', `session ${m.session} is already open on this connection; close it or pick another id`, m.session);
     if (st.sessions >= maxSessions) throw perr('TOO_MANY_SESSIONS', `the gateway holds its maximum of ${maxSessions} sessions`, m.session);
+    if (conn.sessions.size >= maxPerConn) throw perr('TOO_MANY_SESSIONS', `this connection holds its maximum of ${maxPerConn} sessions; close one first`, m.session);
     const length = m.prompt.length + (m.resume?.length ?? 1);
     if (length > maxContext) throw perr('CONTEXT_FULL', `prompt${m.resume ? ' + resume' : ''} needs ${length} positions, over maxContext ${maxContext}`, m.session);
     const s: Session = {
