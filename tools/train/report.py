@@ -68,6 +68,19 @@ def greedy(m, ids, n, eos):
 
 
 @torch.no_grad()
+def sample(m, ids, n, eos, temperature):
+    ids, cache = list(ids), m.new_cache()
+    logits = m(torch.tensor([ids]), cache, 0)[0, -1]
+    for _ in range(n):
+        t = torch.multinomial(torch.softmax(logits / temperature, -1), 1).item()
+        ids.append(t)
+        if t in eos or len(ids) >= m.c.max_position_embeddings:
+            break
+        logits = m(torch.tensor([[t]]), cache, len(ids) - 1)[0, -1]
+    return ids
+
+
+@torch.no_grad()
 def speculate(draft, target, ids, n, eos):
     """Greedy speculative decoding with k=K, both models with KV caches (cut back to the
     accepted length on the next call). Returns (ids, rounds, accepted draft tokens)."""
@@ -114,8 +127,11 @@ def run(a):
     for p in prompts:
         ids = tok.encode(p["text"] + "\n", bos=True)
         out, r, c = speculate(draft, target, ids, NEW_TOKENS, eos)
-        ref = greedy(target, ids, len(out) - len(ids), eos)
-        assert out == ref, f"speculative output differs from target greedy on {p['ref']}"
+        # greedy output is the one sequence whose every token is the target's argmax after its
+        # prefix: one teacher-forced pass checks it (selfcheck.py also compares with greedy())
+        with torch.no_grad():
+            am = target(torch.tensor([out[:-1]]))[0].argmax(-1).tolist()
+        assert am[len(ids) - 1:] == out[len(ids):], f"speculative output differs from target greedy on {p['ref']}"
         rounds, acc, gen = rounds + r, acc + c, gen + len(out) - len(ids)
     res["k"] = K
     res["prompts"] = len(prompts)
@@ -132,8 +148,12 @@ def run(a):
                tok.encode("<|start_header_id|>user<|end_header_id|>\n\nPsalms 23<|eot_id|>"
                           "<|start_header_id|>assistant<|end_header_id|>\n\n", bos=True))
         out = greedy(target, ids, 80, eos)
-        samples[label] = {"prompt": tok.decode(ids, skip_special=False), "greedy": tok.decode(out[len(ids):])}
-        print(f"--- target greedy sample ({label}):\n{samples[label]['prompt']}{samples[label]['greedy']}\n", flush=True)
+        torch.manual_seed(a.seed)
+        sampled = sample(target, ids, 80, eos, temperature=0.7)
+        samples[label] = {"prompt": tok.decode(ids, skip_special=False), "greedy": tok.decode(out[len(ids):]),
+                          "sampled_t0.7": tok.decode(sampled[len(ids):])}
+        for kind in ("greedy", "sampled_t0.7"):
+            print(f"--- target sample ({label}, {kind}):\n{samples[label]['prompt']}{samples[label][kind]}\n", flush=True)
     res["samples"] = samples
     with open(os.path.join(a.out, "report.json"), "w") as f:
         json.dump(res, f, indent=1)
