@@ -230,7 +230,7 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
     getPipeline(ctx, gemvKind, w.format, subgroups, xAligned, gemvConstants),
     getPipeline(ctx, 'tiled', w.format, false, xAligned && xStride % 4 === 0, {}),
   ]);
-  const gemvRowsPerGroup = gemvKind === 'rows' ? 8 * wg : rowsPerGroup;
+  const gemvRowsPerGroup = gemvKind === 'rows' ? 16 * wg : rowsPerGroup;
   const chunks = w.chunks.map((c) => {
     const uniform = ctx.device.createBuffer({ label: `${c.buffer.label}.params`, size: MATMUL_PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     const entries: GPUBindGroupEntry[] = [

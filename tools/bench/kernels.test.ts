@@ -19,11 +19,11 @@ describe('duet bench kernels', () => {
     expect(json.copy).toHaveLength(json.matmul.length);
     for (const m of json.matmul) {
       expect(['q4', 'bf16']).toContain(m.format);
-      for (const k of ['rows', 'cols', 'bytes', 'ms', 'gbps', 'copyGbps', 'ratio']) expect(positive(m[k]), `${k} = ${m[k]}`).toBe(true);
+      for (const k of ['rows', 'cols', 'bytes', 'ms', 'gbps', 'copyGbps', 'ratio', 'msMin', 'copyMsMin', 'ratioBest']) expect(positive(m[k]), `${k} = ${m[k]}`).toBe(true);
       expect(m.gbps).toBeCloseTo(m.bytes / (m.ms * 1e6), 6);
     }
     for (const f of ['q4', 'bf16']) {
-      for (const k of ['gbps1B', 'copyGbps1B', 'ratio1B']) expect(positive(json.summary[f][k]), `${f}.${k}`).toBe(true);
+      for (const k of ['gbps1B', 'copyGbps1B', 'ratio1B', 'ratioBest1B']) expect(positive(json.summary[f][k]), `${f}.${k}`).toBe(true);
       expect(json.summary[f].ratio3B).toBeNull(); // --quick has no 3B shapes
     }
     expect(positive(json.engine.tokPerS)).toBe(true);
