@@ -150,3 +150,19 @@ describe('KController', () => {
     expect(ks.slice(2).filter((k) => k !== 8)).toEqual([7, 7]);
   });
 });
+
+describe('failures', () => {
+  it('a target that refuses the session rejects speculate() with its error', async () => {
+    const refusing = new LocalTarget(pair.newTarget());
+    await expect(speculate(pair.newDraft(), refusing, [vocab + 5], { params: GREEDY, maxTokens: 4 })).rejects.toThrow(/outside the vocabulary/);
+    const slowDraft = pair.newDraft();
+    const forward = slowDraft.forward.bind(slowDraft);
+    // the refusal lands while the draft prefill is still awaiting: still one clean rejection
+    slowDraft.forward = async (t, s) => {
+      await new Promise((r) => setTimeout(r, 20));
+      return forward(t, s);
+    };
+    const failing = { ...new LocalTarget(pair.newTarget()), targetPasses: 0, open: () => Promise.reject(new Error('refused')) } as unknown as LocalTarget;
+    await expect(speculate(slowDraft, failing, [1, 2, 3], { params: GREEDY, maxTokens: 4 })).rejects.toThrow('refused');
+  });
+});

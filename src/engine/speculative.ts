@@ -302,6 +302,9 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
 
   // target prefill and draft prefill overlap when the target is remote
   const opening = target.open(prompt, opts.params);
+  // a refusal may arrive while the draft prefill is still awaiting its backend: mark it handled
+  // here (it is still thrown by the await below) so Node does not treat it as unhandled
+  opening.catch(() => {});
   if (prompt.length > 1) await drafter.prefill(prompt);
   const { firstToken } = await opening;
   emit(firstToken, 'first');
