@@ -96,6 +96,7 @@ export interface RunRequest {
 }
 
 export interface TokenPiece {
+  /** Token id; -1 for trailing text that completes no token (held-back bytes at the end). */
   id: number;
   text: string;
   prov: Provenance;

@@ -279,9 +279,12 @@ class Streamer {
     private readonly stats: () => RunStats,
   ) {}
 
+  /** p.id < 0 marks trailing text that is not a token (an incomplete character at the end). */
   push(p: TokenPiece): void {
-    this.firstAt ??= now();
-    this.tokens++;
+    if (p.id >= 0) {
+      this.firstAt ??= now();
+      this.tokens++;
+    }
     this.pieces.push(p);
     if (!this.scheduled) {
       this.scheduled = true;

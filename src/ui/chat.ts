@@ -7,7 +7,8 @@ import { state, update, subscribe, newRunView, type ChatEntry, type RunView } fr
 import { ensureReady, newRunId, startRun, stopRun } from './app.ts';
 import type { ChatMessage, Provenance, RunStats, TokenPiece } from '../engine/worker-types.ts';
 
-const EXAMPLES = ['In the beginning', 'And the LORD said unto Moses,', 'Blessed are the'];
+// The bundled pair learned chat turns of the form user: "<Book> <chapter>" → the chapter.
+const EXAMPLES = ['Genesis 1', 'Psalms 23', 'John 3'];
 
 export const PROVENANCE_LABEL: Record<Provenance, string> = {
   draft: 'Drafted in your browser, accepted by the target',
@@ -20,7 +21,14 @@ export const PROVENANCE_LABEL: Record<Provenance, string> = {
 export function renderPieces(container: HTMLElement, pieces: TokenPiece[]): void {
   for (let i = container.childElementCount; i < pieces.length; i++) {
     const p = pieces[i];
-    container.append(h('span', { class: `tok ${p.prov}`, title: `${PROVENANCE_LABEL[p.prov]} · id ${p.id}`, 'data-prov': p.prov }, p.text));
+    // id < 0: leftover text of an incomplete character at the end of a stream, not a token.
+    if (p.id < 0) {
+      container.append(h('span', { class: 'tail' }, p.text));
+      continue;
+    }
+    // A newline token would be invisible (and so would its colour): mark it with ↵.
+    const nl = p.text.includes('\n') ? ' nl' : '';
+    container.append(h('span', { class: `tok ${p.prov}${nl}`, title: `${PROVENANCE_LABEL[p.prov]} · id ${p.id}`, 'data-prov': p.prov }, p.text));
   }
 }
 
@@ -133,7 +141,7 @@ export function chatView(root: HTMLElement): void {
       rendered.clear();
       messages.replaceChildren(h('div', { class: 'empty' },
         h('p', {}, 'The draft model runs here in your browser and proposes a few tokens at a time; the target model on the gateway checks them all in one pass.'),
-        h('p', {}, 'The bundled pair was trained on the King James Bible — try:'),
+        h('p', {}, 'The bundled tiny pair was trained on the King James Bible: ask it for a chapter, for example'),
         h('div', { class: 'examples' }, ...EXAMPLES.map((ex) => h('button', { class: 'btn', type: 'button', onclick: () => { input.value = ex; input.focus(); } }, ex)))));
     } else {
       if (messages.querySelector('.empty')) messages.replaceChildren();

@@ -119,7 +119,7 @@ export function compareView(root: HTMLElement): void {
 
   function report(): object {
     const { spec: sp, base: bs, prompt: p } = state.compare;
-    const pick = (r: RunView | null) => r && { text: r.text, tokens: r.pieces.map((x) => x.id), provenance: r.pieces.map((x) => x.prov), stats: r.stats, doneReason: r.doneReason };
+    const pick = (r: RunView | null) => r && { text: r.text, tokens: r.pieces.filter((x) => x.id >= 0).map((x) => x.id), provenance: r.pieces.filter((x) => x.id >= 0).map((x) => x.prov), stats: r.stats, doneReason: r.doneReason };
     return {
       tool: 'duet side-by-side',
       date: new Date().toISOString(),

@@ -14,9 +14,9 @@ declare global {
 function snapshot(): DuetTestSnapshot {
   const last = [...state.chat].reverse().find((m) => m.run)?.run ?? null;
   const provenance: Record<Provenance, number> = { draft: 0, correction: 0, bonus: 0, target: 0 };
-  for (const p of last?.pieces ?? []) provenance[p.prov]++;
+  for (const p of last?.pieces ?? []) if (p.id >= 0) provenance[p.prov]++;
   const pane = (r: typeof state.compare.spec) => r && {
-    running: r.running, text: r.text, tokens: r.pieces.map((p) => p.id), stats: r.stats, rounds: r.rounds.length, error: r.error, doneReason: r.doneReason,
+    running: r.running, text: r.text, tokens: r.pieces.filter((p) => p.id >= 0).map((p) => p.id), stats: r.stats, rounds: r.rounds.length, error: r.error, doneReason: r.doneReason,
   };
   const d = state.draft.info;
   return structuredClone({
