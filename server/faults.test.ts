@@ -58,6 +58,37 @@ describe('gateway restarted mid-generation', () => {
     });
   }
 
+  it('sampled speculative (T = 0.8) resumes too: the run completes and agrees with an uninterrupted run up to the restart', async () => {
+    const prompt = [21, 22, 23];
+    const N = 30;
+    const params = { temperature: 0.8, topK: 20, topP: 0.95, seed: 77 };
+    let g = await gatewayOn();
+    const port = g.port;
+    const ref = remote(g.wsUrl);
+    const uninterrupted = await speculate(pair.newDraft(), ref, prompt, { params, maxTokens: N, k: 3 });
+    await ref.close();
+    const link = remote(g.wsUrl, { reconnect: { attempts: 20, baseDelayMs: 20, maxDelayMs: 200 } });
+    let restartAt = -1;
+    let restarted: Promise<void> | null = null;
+    const r = await speculate(pair.newDraft(), link, prompt, {
+      params, maxTokens: N, k: 3,
+      onToken: (e) => {
+        if (e.index >= 10 && !restarted) {
+          restartAt = e.index;
+          restarted = (async () => {
+            await g.close();
+            g = await gatewayOn(port);
+          })();
+        }
+      },
+    });
+    await restarted;
+    expect(link.reconnects).toBeGreaterThanOrEqual(1);
+    expect(r.tokens.length).toBe(N);
+    expect(r.tokens.slice(0, restartAt + 1)).toEqual(uninterrupted.tokens.slice(0, restartAt + 1));
+    await link.close();
+  });
+
   it('baseline stream resumes on a different gateway instance (another port) with no lost or duplicated token', async () => {
     const prompt = [3, 1, 4, 1, 5];
     const N = 30;
