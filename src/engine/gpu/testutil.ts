@@ -45,7 +45,7 @@ export function prompt(n: number, vocab: number, seed: number): number[] {
  * Prompt, decode steps, rollback + verify, each compared with the CPU reference.
  * Returns the worst NMSE seen.
  */
-export async function scenario(gpu: WebGpuLlama, cpu: CpuLlama, promptLen: number, maxNmse: number, decodeSteps = 3): Promise<number> {
+export async function scenario(gpu: WebGpuLlama, cpu: CpuLlama, promptLen: number, maxNmse: number, decodeSteps = 3, verifyLen = 5): Promise<number> {
   const V = gpu.config.vocabSize;
   let worst = 0;
   const check = async (tokens: number[], startPos: number, what: string) => {
@@ -61,11 +61,11 @@ export async function scenario(gpu: WebGpuLlama, cpu: CpuLlama, promptLen: numbe
   const p = prompt(promptLen, V, promptLen);
   let next = (await check(p, 0, 'prefill')).at(-1)!;
   for (let s = 0; s < decodeSteps; s++) next = (await check([next], gpu.length, `decode ${s}`))[0];
-  // Verify block after a rollback of 2 positions: 5 tokens at startPos = length - 2.
+  // Verify block after a rollback of 2 positions: verifyLen tokens at startPos = length - 2.
   const start = gpu.length - 2;
   gpu.rollback(start);
   cpu.rollback(start);
-  await check([next, 3 % V, 5 % V, next, 1], start, 'verify after rollback');
+  await check([next, 3 % V, 5 % V, next, 1].slice(0, verifyLen), start, `verify ${verifyLen} after rollback`);
   return worst;
 }
 
