@@ -1,9 +1,13 @@
 // Host side of the matmul kernels: out(m, rows) = x(m, cols) · Wᵀ for packed weights W in
-// every format (f32, f16, bf16, q8, q4; layout in src/engine/quantize.ts). Two paths:
-// matmul_gemv.wgsl for m = 1 (decode, bandwidth-bound) and matmul_tiled.wgsl for m > 1
-// (prefill, k+1 verify). Matrices larger than one storage binding are split into row chunks,
-// each its own buffer and its own dispatch. Activations are f32; offsets and strides are in
-// f32 elements (passed as uniforms, so they need no 256-byte binding alignment).
+// every format (f32, f16, bf16, q8, q4; layout in src/engine/quantize.ts). For m = 1 (decode,
+// bandwidth-bound) a GEMV: matmul_gemv.wgsl ('coop': threads split a row's blocks, coalesced,
+// one barrier; optional subgroup reduction) on GPUs, matmul_gemv_rows.wgsl ('rows': 16 rows
+// per thread, no barrier) on CPU adapters such as SwiftShader, where barriers and per-lane
+// loads are what costs. For m > 1 (prefill, k+1 verify) matmul_tiled.wgsl. Every kernel
+// is core WGSL + one decoder section of matmul_decode.wgsl + one x-access section of
+// matmul_x.wgsl (vec4 loads when x is 16-byte aligned). Matrices larger than one storage
+// binding are split into row chunks, each its own buffer and its own dispatch. Activations
+// are f32; offsets and strides are in f32 elements (uniforms: no 256-byte alignment needed).
 
 import decodeSrc from './matmul_decode.wgsl?raw';
 import gemvSrc from './matmul_gemv.wgsl?raw';
