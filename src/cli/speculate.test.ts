@@ -105,6 +105,9 @@ describe('duet speculate', () => {
       const j = JSON.parse(r.out);
       expect(j.tokens).toEqual(want);
       expect(j.identical).toBe(true);
+      const big = await cli(['speculate', '--draft', draftDir, '--gateway', gw.wsUrl, '--tokens', prompt.join(','), '--k', String(gw.info.maxBlock + 1)]);
+      expect(big.code).toBe(1);
+      expect(big.err).toMatch(/at most \d+ draft tokens per verify/);
     } finally {
       await gw.close();
     }

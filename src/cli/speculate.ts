@@ -114,7 +114,14 @@ export async function run(argv: string[]): Promise<number> {
         return rttMs > 0 ? new DelayedLink(local, rttMs) : local;
       }
       const { connectGateway } = await import('../protocol/client.ts');
-      return connectGateway({ url: a.gateway!, tokenizerHash: hash, token: a.token, mode, rttMs, clientName: 'duet speculate' });
+      const remote = await connectGateway({ url: a.gateway!, tokenizerHash: hash, token: a.token, mode, rttMs, clientName: 'duet speculate' });
+      const maxBlock = remote.info?.maxBlock ?? Infinity;
+      const want = a.adaptive ? kMax : k;
+      if (want > maxBlock) {
+        await remote.close();
+        throw new UsageError(`the gateway takes at most ${maxBlock} draft tokens per verify: use ${a.adaptive ? '--k-max' : '--k'} <= ${maxBlock}`);
+      }
+      return remote;
     };
 
     // warm-up: one forward of the prompt on each local model, so neither timed run pays JIT/pipeline creation
