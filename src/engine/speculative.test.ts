@@ -166,3 +166,31 @@ describe('failures', () => {
     await expect(speculate(slowDraft, failing, [1, 2, 3], { params: GREEDY, maxTokens: 4 })).rejects.toThrow('refused');
   });
 });
+
+describe('DelayedLink', () => {
+  it('adds half the RTT before the target runs and half after; generate pays it once', async () => {
+    const inner = new LocalTarget(pair.newTarget());
+    let calledAt = 0;
+    const verify = inner.verify.bind(inner);
+    inner.verify = (d, q) => {
+      calledAt = performance.now();
+      return verify(d, q);
+    };
+    const link = new DelayedLink(inner, 40);
+    await link.open([1, 2, 3], GREEDY);
+    const t0 = performance.now();
+    await link.verify([4, 5]);
+    const total = performance.now() - t0;
+    // timers may fire a little early or late; 2 ms slack per timer
+    expect(calledAt - t0).toBeGreaterThanOrEqual(18);
+    expect(total).toBeGreaterThanOrEqual(36);
+    const g0 = performance.now();
+    const out = await link.generate(5);
+    expect(out.length).toBe(5);
+    const genMs = performance.now() - g0;
+    // once per call (>= 40 ms), not once per token (which would be >= 200 ms)
+    expect(genMs).toBeGreaterThanOrEqual(36);
+    expect(genMs).toBeLessThan(150);
+    expect(link.targetPasses).toBe(inner.targetPasses);
+  });
+});
