@@ -96,4 +96,14 @@ describe('memory', () => {
     expect(err.neededBytes).toBeGreaterThan(100_000);
     expect(err.availableBytes).toBe(100_000);
   });
+
+  it('a logits buffer over the binding limit is refused with needed and allowed bytes', async () => {
+    const c = syntheticConfig('tiny');
+    const maxBatch = Math.ceil(ctx.limits.maxStorageBufferBindingSize / (c.vocabSize * 4)) + 1;
+    const err = await WebGpuLlama.create(ctx, c, randomWeights(c), { maxBatch, maxContext: 16 }).catch((e) => e);
+    expect(err).toBeInstanceOf(GpuOutOfMemoryError);
+    expect(err.neededBytes).toBe(maxBatch * c.vocabSize * 4);
+    expect(err.availableBytes).toBe(ctx.limits.maxStorageBufferBindingSize);
+    expect(err.message).toMatch(/lower maxBatch/);
+  });
 });
