@@ -100,6 +100,18 @@ describe('controller behaviour', () => {
   });
 });
 
+describe('context limit', () => {
+  it('stops with "context" when the draft cache is full, output still a prefix of target-only', async () => {
+    const p = [2, 7, 1, 8, 2];
+    const want = (await baseline(new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: 40 })).tokens;
+    const r = await speculate(pair.newDraft(16), new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: 40, k: 4 });
+    expect(r.stopReason).toBe('context');
+    expect(p.length + r.tokens.length).toBeLessThanOrEqual(16);
+    expect(r.tokens.length).toBeGreaterThan(5);
+    expect(r.tokens).toEqual(want.slice(0, r.tokens.length));
+  });
+});
+
 describe('KController', () => {
   it('E(k) is the sum of α^i for i = 0..k', () => {
     const c = new KController(8);
