@@ -24,6 +24,8 @@ export interface SpecBenchOptions {
   /** Skip the capacity / sidecar sections (e.g. a smoke test). */
   skipCapacity?: boolean;
   skipSidecar?: boolean;
+  /** Injected RTTs of the speedup sweep (default 0, 20, 50 ms; `duet bench all` passes its own). */
+  rttMs?: number[];
   log?: (line: string) => void;
 }
 
@@ -127,7 +129,7 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
 
   const rtt: RttRow[] = [];
   const rttPrompts = prompts.slice(0, quick ? 1 : 4);
-  for (const rttMs of [0, 20, 50]) {
+  for (const rttMs of o.rttMs ?? [0, 20, 50]) {
     // the baseline does not depend on pipelining: measure it once per RTT
     let bTok = 0;
     let bMs = 0;
