@@ -63,6 +63,21 @@ describe('GGUF → HF weights', () => {
     expect(logits(cfg, got)).toEqual(logits(cfg, w));
   });
 
+  it('recovers llama3 RoPE scaling from rope_freqs.weight (same frequencies), default or not', async () => {
+    // [factor, low, high, original, theta]: 0, 1 and several frequencies in the blend band
+    const cases = [[8, 2, 6, 64, 500000], [4, 1, 4, 128, 10000], [32, 1, 4, 8192, 500000], [16, 1.5, 3, 300, 10000], [8, 1, 4, 2048, 10000]];
+    for (const [factor, low, high, orig, theta] of cases) {
+      const c2 = { ...cfg, hiddenSize: 64, numHeads: 2, numKvHeads: 1, headDim: 32, ropeTheta: theta, ropeScaling: { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: orig } };
+      const path = join(root, 'rope.gguf');
+      await writeFile(path, buildGguf(c2, randomWeights(c2, 4), { type: 'F32' }));
+      const got = (await loadModelDir(path)).config;
+      const a = ropeInvFreq(got);
+      const b = ropeInvFreq(c2);
+      for (let i = 0; i < b.length; i++) expect(Math.abs(a[i] - b[i]) / b[i], `case ${[factor, low, high, orig, theta]}: inv_freq ${i}`).toBeLessThan(1e-5);
+      expect(got.ropeScaling?.factor).toBe(factor);
+    }
+  });
+
   it('F16 / BF16 within rounding; untied output.weight', async () => {
     const untied = { ...cfg, tieWordEmbeddings: false };
     const wu = randomWeights(untied, 6);

@@ -94,7 +94,8 @@ export function ggufConfigJson(meta: Meta, file: string, infos: GGUFParseOutput[
     vocab_size: metaNum(meta, file, 'llama.vocab_size', Array.isArray(tokens) ? tokens.length : Number(embd.shape[1])),
     tie_word_embeddings: !infos.some((t) => t.name === 'output.weight'),
     bos_token_id: meta['tokenizer.ggml.bos_token_id'] === undefined ? null : metaNum(meta, file, 'tokenizer.ggml.bos_token_id'),
-    eos_token_id: meta['tokenizer.ggml.eos_token_id'] === undefined ? null : metaNum(meta, file, 'tokenizer.ggml.eos_token_id'),
+    // llama.cpp keeps end-of-turn / end-of-message apart from eos; generation stops at any of them
+    eos_token_id: [...new Set(['eos', 'eot', 'eom'].filter((k) => meta[`tokenizer.ggml.${k}_token_id`] !== undefined).map((k) => metaNum(meta, file, `tokenizer.ggml.${k}_token_id`)))],
   };
   const scalingType = meta['llama.rope.scaling.type'];
   if (scalingType !== undefined && scalingType !== 'none' && !ropeFactors) {
@@ -106,22 +107,72 @@ export function ggufConfigJson(meta: Meta, file: string, infos: GGUFParseOutput[
 
 /**
  * llama.cpp stores llama3 RoPE scaling only as per-frequency divisors (rope_freqs.weight).
- * Recover HF's rope_scaling: factor = the largest divisor; low/high/original from Llama 3's
- * published values, then check that they reproduce every divisor (else refuse).
+ * Recover an HF rope_scaling that reproduces them: factor = the largest divisor; in the
+ * blend band the divisor d gives s = (1/d - 1/factor) / (1 - 1/factor), and HF defines
+ * s = (orig/wavelen - low) / (high - low) — linear in 1/wavelen, so only two combinations
+ * of (low, high, orig) are observable. Llama 3's low = 1, high = 4 are kept when they fit
+ * (orig then follows from any band point); otherwise all three are fitted, scaled so that
+ * orig is an integer (HF requires one; scaling all three leaves the curve unchanged).
+ * The result must reproduce every divisor to 1e-5 (relative), else the file is refused.
  */
 function inferLlama3Scaling(json: Record<string, unknown>, factors: Float32Array, file: string): Record<string, unknown> {
   const factor = factors.reduce((a, b) => Math.max(a, b), 0);
-  const scaling = { rope_type: 'llama3', factor, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
-  const cfg = parseConfig({ ...json, rope_scaling: scaling }, file);
-  const base = ropeInvFreq({ ...cfg, ropeScaling: null });
-  const scaled = ropeInvFreq(cfg);
-  for (let i = 0; i < factors.length; i++) {
-    const want = base[i] / scaled[i];
-    if (Math.abs(want - factors[i]) > 1e-3 * want) {
-      throw new ConfigError(file, 'rope_freqs.weight', `per-frequency factor ${i} = ${factors[i]} does not match llama3 scaling (factor ${factor}, low 1, high 4, original 8192 → ${want}); unsupported RoPE scaling`);
-    }
+  const headDim = Number(json.head_dim);
+  const theta = Number(json.rope_theta);
+  const wavelen = Array.from(factors, (_, i) => 2 * Math.PI * Math.pow(theta, (2 * i) / headDim));
+  const band: [number, number][] = []; // (1/wavelen, s)
+  factors.forEach((d, i) => {
+    if (d > 1 + 1e-6 && d < factor * (1 - 1e-6)) band.push([1 / wavelen[i], (1 / d - 1 / factor) / (1 - 1 / factor)]);
+  });
+  const candidates: { low: number; high: number; orig: number }[] = [];
+  // low = 1, high = 4 (Llama 3.x): orig from each band point; with no band point, any orig
+  // that keeps the undivided (d = 1) wavelengths below orig/4 and the d = factor ones above orig.
+  if (band.length) candidates.push({ low: 1, high: 4, orig: (band[0][1] * 3 + 1) / band[0][0] });
+  else {
+    const lo = 4 * Math.max(0, ...wavelen.filter((_, i) => factors[i] <= 1 + 1e-6));
+    const hi = Math.min(...wavelen.filter((_, i) => factors[i] >= factor * (1 - 1e-6)));
+    candidates.push({ low: 1, high: 4, orig: Number.isFinite(hi) && lo > 0 ? Math.sqrt(lo * hi) : lo || hi / 2 });
   }
-  return scaling;
+  // General fit of the line s = A x + B (x = 1/wavelen): through the band points, with the
+  // undivided frequencies at s >= 1 and the fully divided ones at s <= 0.
+  const xs = (pred: (d: number) => boolean) => wavelen.map((w) => 1 / w).filter((_, i) => pred(factors[i]));
+  const unit = xs((d) => d <= 1 + 1e-6);
+  const full = xs((d) => d >= factor * (1 - 1e-6));
+  let A = NaN;
+  let B = NaN;
+  if (band.length >= 2) {
+    const n = band.length;
+    const mx = band.reduce((a, [x]) => a + x, 0) / n;
+    const my = band.reduce((a, [, y]) => a + y, 0) / n;
+    A = band.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0) / band.reduce((a, [x]) => a + (x - mx) ** 2, 0);
+    B = my - A * mx;
+  } else if (band.length === 1) {
+    const [x1, s1] = band[0];
+    const bounds = [...unit.map((x) => (1 - s1) / (x - x1)), ...full.map((x) => s1 / (x1 - x)), (s1 / x1) * 1.0001];
+    A = Math.max(...bounds);
+    B = s1 - A * x1;
+  } else if (unit.length && full.length) {
+    const xf = Math.max(...full);
+    A = 1 / (Math.min(...unit) - xf);
+    B = -xf * A;
+  }
+  if (A > 0 && B < 0) {
+    // low = 1 gives high = 1 - 1/B, orig = -A/B; scaling all three keeps the curve: make orig an integer
+    const orig = -A / B;
+    const k = Math.max(1, Math.round(orig)) / orig;
+    candidates.push({ low: k, high: k * (1 - 1 / B), orig: orig * k });
+  }
+  let worst = '';
+  for (const c of candidates) {
+    const scaling = { rope_type: 'llama3', factor, low_freq_factor: c.low, high_freq_factor: c.high, original_max_position_embeddings: Math.round(c.orig) };
+    const cfg = parseConfig({ ...json, rope_scaling: scaling }, file);
+    const base = ropeInvFreq({ ...cfg, ropeScaling: null });
+    const scaled = ropeInvFreq(cfg);
+    const bad = Array.from(factors).findIndex((d, i) => Math.abs(base[i] / scaled[i] - d) > 1e-5 * d);
+    if (bad < 0) return scaling;
+    worst = `factor ${bad} = ${factors[bad]} vs ${base[bad] / scaled[bad]} from ${JSON.stringify(scaling)}`;
+  }
+  throw new ConfigError(file, 'rope_freqs.weight', `per-frequency factors do not follow llama3 RoPE scaling (${worst}); unsupported RoPE scaling`);
 }
 
 /** Byte size of a ggml tensor, or a typed error for unsupported types. */

@@ -5,7 +5,8 @@
 // or permuted matrices — scores near the vocabulary size, 4096; the trained pair far below).
 
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { join, resolve } from 'node:path';
 import { openModelDir, loadModelDir } from './node.ts';
@@ -14,6 +15,7 @@ import { UrlSource } from './source.ts';
 import { Tokenizer, tokenizerHash } from '../tokenizer.ts';
 import { CpuLlama } from '../reference.ts';
 import { nllSum } from '../../cli/perplexity.ts';
+import { buildGguf, ggufTokenizerFromHf } from '../../../tools/fixtures/gguf-writer.ts';
 
 const models = resolve(import.meta.dirname, '../../../public/models');
 let server: Server;
@@ -68,6 +70,31 @@ describe('bundled tiny pair', () => {
       const ppl = Math.exp(nllSum(await lm.forward(ids, 0), disk.config.vocabSize, ids.slice(1)) / (ids.length - 1));
       console.log(`[${name}: held-out perplexity ${ppl.toFixed(1)} over ${ids.length - 1} tokens (first 4 held-out prompts)]`);
       expect(ppl, name).toBeLessThan(disk.config.vocabSize / 4);
+    }
+  });
+
+  it('as a lone GGUF file (BF16, tokenizer rebuilt from metadata) it is the same model', async () => {
+    const disk = await loadModelDir(join(models, 'tiny-target'));
+    const dir = await mkdtemp(join(tmpdir(), 'duet-tiny-gguf-'));
+    try {
+      const path = join(dir, 'tiny-target.gguf');
+      const tk = ggufTokenizerFromHf(disk.tokenizerJson!, disk.tokenizerConfig!, 'gpt-2');
+      await writeFile(path, buildGguf(disk.config, disk.weights, { type: 'BF16', tokenizer: tk }));
+      const g = await loadModelDir(path);
+      // GGUF has one eos_token_id (plus eot/eom ids); HF lists several
+      expect({ ...g.config, eosTokenIds: [] }).toEqual({ ...disk.config, eosTokenIds: [] });
+      expect(disk.config.eosTokenIds).toEqual(expect.arrayContaining(g.config.eosTokenIds));
+      expect(await tokenizerHash(g.tokenizerJson!)).toBe(await tokenizerHash(disk.tokenizerJson!));
+      const a = new Tokenizer(g.tokenizerJson!, g.tokenizerConfig);
+      const b = new Tokenizer(disk.tokenizerJson!, disk.tokenizerConfig);
+      const ids = b.encode('And Joseph fell upon his face', { addSpecialTokens: true });
+      expect(a.encode('And Joseph fell upon his face', { addSpecialTokens: true })).toEqual(ids);
+      // bf16 weights survive BF16 GGUF exactly, Q/K permutation included: logits are bitwise equal
+      const la = await new CpuLlama(g.config, g.weights, 32).forward(ids, 0);
+      const lb = await new CpuLlama(disk.config, disk.weights, 32).forward(ids, 0);
+      expect(Buffer.compare(Buffer.from(la.buffer), Buffer.from(lb.buffer))).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
