@@ -68,6 +68,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(USAGE);
     return suite ? 0 : 2;
   }
+  if (suite === 'all' || suite === 'readme') return (await import('../../tools/bench/all.ts')).runCli(suite, rest);
   const s = SUITES[suite];
   if (!s) {
     console.error(`duet bench: unknown suite "${suite}"\n${USAGE}`);

@@ -1,0 +1,191 @@
+// `duet bench all --out DIR [--quick] [--skip a,b]`: every benchmark in one process tree on one
+// machine (kernels, speculative k sweep + RTT sweep, gateway capacity vs sessions, sidecar
+// batch, browser load time), written to DIR/results.json and rendered to DIR/report.md with
+// SVG figures. `duet bench readme --from DIR [--readme README.md]` writes the README's
+// results table from DIR/results.json. A section that fails is recorded with its error and
+// the others still run: one broken piece must not cost the whole report.
+
+import { execSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+
+export const SECTIONS = ['kernels', 'spec', 'capacity', 'sidecar', 'loadtime'] as const;
+export type SectionName = (typeof SECTIONS)[number];
+
+export type Section<T = unknown> =
+  | { status: 'ok'; wallMs: number; data: T }
+  | { status: 'error'; wallMs: number; error: string }
+  | { status: 'skipped'; reason: string };
+
+export interface Machine {
+  cpu: string;
+  cores: number;
+  memBytes: number;
+  node: string;
+  platform: string;
+  /** 1-minute load average at start and end: other work on the box skews every number. */
+  loadavgStart: number;
+  loadavgEnd: number;
+  commit: string | null;
+}
+
+export interface AllResults {
+  schema: 'duet-bench-all/1';
+  date: string;
+  quick: boolean;
+  machine: Machine;
+  /** What ran each part: the WebGPU adapter (kernels), the backends of spec/capacity, the browser's adapter. */
+  adapters: { webgpu: string | null; spec: string; browser: string | null };
+  config: { rttMs: number[]; sessions: number[]; capacitySeconds: number; capacityMaxTokens: number };
+  sections: Record<SectionName, Section>;
+  unhandledRejections: string[];
+  wallMs: number;
+}
+
+export interface AllOptions {
+  out: string;
+  quick?: boolean;
+  skip?: SectionName[];
+  log?: (line: string) => void;
+}
+
+export class BenchAllUsageError extends Error {
+  override name = 'BenchAllUsageError';
+}
+
+const RTT_FULL = [0, 10, 20, 50, 100];
+const RTT_QUICK = [0, 50];
+const SESSIONS_FULL = [1, 4, 16, 64, 128];
+const SESSIONS_QUICK = [1, 4];
+
+function gitCommit(): string | null {
+  try {
+    return execSync('git rev-parse --short HEAD', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || null;
+  } catch {
+    return null; // not a git checkout (a tarball): the report just lacks the commit
+  }
+}
+
+async function timed<T>(name: string, skip: SectionName[], log: (l: string) => void, f: () => Promise<T>): Promise<Section<T>> {
+  if (skip.includes(name as SectionName)) return { status: 'skipped', reason: '--skip' };
+  const t0 = performance.now();
+  log(`bench all: ${name}`);
+  try {
+    const data = await f();
+    return { status: 'ok', wallMs: Math.round(performance.now() - t0), data };
+  } catch (e) {
+    const err = e as Error;
+    log(`bench all: ${name} failed: ${err.name}: ${err.message}`);
+    return { status: 'error', wallMs: Math.round(performance.now() - t0), error: `${err.name}: ${err.message}` };
+  }
+}
+
+export async function runAll(o: AllOptions): Promise<AllResults> {
+  const log = o.log ?? (() => {});
+  const quick = !!o.quick;
+  const skip = o.skip ?? [];
+  const t0 = performance.now();
+  const rttMs = quick ? RTT_QUICK : RTT_FULL;
+  const sessions = quick ? SESSIONS_QUICK : SESSIONS_FULL;
+  const capacitySeconds = quick ? 2 : 15;
+  const capacityMaxTokens = quick ? 12 : 32;
+  const unhandled: string[] = [];
+  // A stray rejection inside the gateway/client stack would end the process and lose every
+  // section measured so far; keep it in the report instead.
+  const onUnhandled = (e: unknown): void => void unhandled.push(`${(e as Error)?.name}: ${(e as Error)?.message}`);
+  process.on('unhandledRejection', onUnhandled);
+  const machine: Machine = {
+    cpu: cpus()[0]?.model.trim() ?? 'unknown CPU', cores: cpus().length, memBytes: totalmem(), node: process.version,
+    platform: `${process.platform}-${process.arch}`, loadavgStart: loadavg()[0], loadavgEnd: 0, commit: gitCommit(),
+  };
+  const sections = {} as Record<SectionName, Section>;
+  try {
+    sections.kernels = await timed('kernels', skip, log, async () => (await import('./kernels.ts')).runKernelBench({ quick, log }));
+    sections.spec = await timed('spec', skip, log, async () => (await import('./spec.ts')).runSpecBench({ quick, rttMs, skipCapacity: true, skipSidecar: true, log }));
+    sections.capacity = await timed('capacity', skip, log, async () => {
+      const { loadTinyPair, runCapacity } = await import('./capacity.ts');
+      const pair = await loadTinyPair();
+      const runs = [];
+      for (const n of sessions) runs.push(await runCapacity({ pair, sessions: n, seconds: capacitySeconds, maxTokens: capacityMaxTokens, log }));
+      return runs;
+    });
+    sections.sidecar = await timed('sidecar', skip, log, async () => (await import('../../server/verifiers/sidecar-bench.ts')).benchSidecarBatch({ quick, log }));
+    sections.loadtime = await timed('loadtime', skip, log, async () => (await import('./loadtime.ts')).runLoadTime({ maxTokens: quick ? 8 : 32, log }));
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+  machine.loadavgEnd = loadavg()[0];
+  const data = <T>(s: Section): T | null => (s.status === 'ok' ? (s.data as T) : null);
+  const results: AllResults = {
+    schema: 'duet-bench-all/1', date: new Date().toISOString(), quick, machine,
+    adapters: {
+      webgpu: data<{ adapter: string }>(sections.kernels)?.adapter ?? null,
+      spec: 'CPU reference (TypeScript), draft and target in one process',
+      browser: data<{ adapter: string | null }>(sections.loadtime)?.adapter ?? null,
+    },
+    config: { rttMs, sessions, capacitySeconds, capacityMaxTokens },
+    sections, unhandledRejections: unhandled, wallMs: Math.round(performance.now() - t0),
+  };
+  await writeReport(o.out, results);
+  return results;
+}
+
+/** results.json, the SVG figures and report.md into `out`. */
+export async function writeReport(out: string, results: AllResults): Promise<string[]> {
+  const { renderReport } = await import('./report.ts');
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
+  const r = renderReport(results);
+  for (const f of r.figures) writeFileSync(join(out, f.file), f.svg);
+  writeFileSync(join(out, 'report.md'), r.markdown);
+  return r.figures.map((f) => f.file);
+}
+
+const USAGE = `usage: duet bench all --out DIR [--quick] [--skip kernels,spec,capacity,sidecar,loadtime]
+       duet bench readme --from DIR [--readme README.md]
+  all     runs every benchmark; writes DIR/results.json, DIR/report.md and DIR/*.svg
+  readme  writes the headline table from DIR/results.json between the README's
+          <!-- results:start --> / <!-- results:end --> markers`;
+
+function parseFlags(argv: string[], allowed: string[]): Record<string, string | true> {
+  const out: Record<string, string | true> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    if (!k.startsWith('--') || !allowed.includes(k.slice(2))) throw new BenchAllUsageError(`unknown option "${k}"\n${USAGE}`);
+    if (k === '--quick') out.quick = true;
+    else {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) throw new BenchAllUsageError(`${k} needs a value\n${USAGE}`);
+      out[k.slice(2)] = v;
+    }
+  }
+  return out;
+}
+
+/** `duet bench all|readme ...` (called from src/cli/bench.ts). */
+export async function runCli(suite: 'all' | 'readme', argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (suite === 'readme') {
+    const f = parseFlags(argv, ['from', 'readme']);
+    if (typeof f.from !== 'string') throw new BenchAllUsageError(`--from DIR is required\n${USAGE}`);
+    const readmePath = typeof f.readme === 'string' ? f.readme : 'README.md';
+    const { updateReadme } = await import('./report.ts');
+    const results = JSON.parse(readFileSync(join(f.from, 'results.json'), 'utf8')) as AllResults;
+    const reportRel = relative(resolve(readmePath, '..'), resolve(f.from, 'report.md'));
+    writeFileSync(readmePath, updateReadme(readFileSync(readmePath, 'utf8'), results, reportRel));
+    console.error(`wrote the results table into ${readmePath} from ${join(f.from, 'results.json')}`);
+    return 0;
+  }
+  const f = parseFlags(argv, ['out', 'quick', 'skip']);
+  if (typeof f.out !== 'string') throw new BenchAllUsageError(`--out DIR is required\n${USAGE}`);
+  const skip = typeof f.skip === 'string' ? f.skip.split(',').filter(Boolean) : [];
+  for (const s of skip) if (!(SECTIONS as readonly string[]).includes(s)) throw new BenchAllUsageError(`unknown section "${s}" in --skip; use ${SECTIONS.join(',')}`);
+  const r = await runAll({ out: f.out, quick: f.quick === true, skip: skip as SectionName[], log: (l) => console.error(l) });
+  const failed = SECTIONS.filter((s) => r.sections[s].status === 'error');
+  console.error(`wrote ${join(f.out, 'results.json')} and ${join(f.out, 'report.md')} in ${(r.wallMs / 1000).toFixed(0)} s${failed.length ? `; failed sections: ${failed.join(', ')}` : ''}`);
+  return failed.length ? 1 : 0;
+}
