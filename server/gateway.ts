@@ -288,7 +288,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (st.sessions >= maxSessions) throw perr('TOO_MANY_SESSIONS', `the gateway holds its maximum of ${maxSessions} sessions`, m.session);
     if (conn.sessions.size >= maxPerConn) throw perr('TOO_MANY_SESSIONS', `this connection holds its maximum of ${maxPerConn} sessions; close one first`, m.session);
     const length = m.prompt.length + (m.resume?.length ?? 1);
-    if (length > maxContext) throw perr('CONTEXT_FULL', `prompt${m.resume ? ' + resume' : ''} needs ${length} positions, over maxContext ${maxContext}`, m.session);
+    // a resumed transcript must leave room for at least one more token, like a fresh prompt does
+    const needed = m.resume ? length + 1 : length;
+    if (needed > maxContext) throw perr('CONTEXT_FULL', `prompt${m.resume ? ' + resume' : ''} needs ${needed} positions, over maxContext ${maxContext}`, m.session);
     const s: Session = {
       key: `c${conn.id}s${m.session}`, wire: m.session, mode: m.mode, sampling: m.sampling, length,
       nextSeq: 0, busy: true, closed: false, bucket: ratePerSec, bucketAt: now(),

@@ -166,6 +166,7 @@ export class RemoteTarget implements TargetLink {
 
   async generate(n: number, onToken?: (token: number) => void): Promise<number[]> {
     this.checkSession();
+    if (!Number.isInteger(n) || n < 0) throw new ProtocolError('BAD_FIELD', `generate(${n}): expected an integer >= 0`);
     const out: number[] = [];
     await this.withResume(async () => {
       const left = n - out.length;

@@ -7,6 +7,7 @@
 // the whole system on one box, not the gateway alone.
 
 import { basename, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { readFileSync, existsSync } from 'node:fs';
 import type { LlamaConfig } from '../../src/engine/config.ts';
 import type { LlamaWeights } from '../../src/engine/weights.ts';
@@ -15,7 +16,7 @@ import { speculate, baseline } from '../../src/engine/speculative.ts';
 import { GREEDY, type SamplingParams, type SparseDist } from '../../src/engine/sampling.ts';
 import type { TargetLink, Verdict } from '../../src/engine/target-link.ts';
 import { RemoteTarget } from '../../src/protocol/client.ts';
-import { startGateway } from '../../server/gateway.ts';
+import { startGateway, type GatewayStats } from '../../server/gateway.ts';
 import { createCpuVerifier } from '../../server/verifiers/cpu.ts';
 import type { Verifier } from '../../server/verifiers/types.ts';
 
@@ -48,6 +49,11 @@ export interface CapacityOptions {
   pair?: CapacityPair;
   /** A verifier to put behind the gateway (default: cpu over the pair's target). */
   verifier?: Verifier;
+  /**
+   * Run the gateway + cpu verifier on a worker thread (default true unless `verifier` is
+   * given): on one thread, the in-process drafts would starve the verifier's event loop.
+   */
+  gatewayThread?: boolean;
   params?: SamplingParams;
   log?: (line: string) => void;
 }
@@ -153,14 +159,15 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
   const log = o.log ?? (() => {});
   const pair = o.pair ?? (await loadTinyPair(o.targetDir, o.draftDir));
   const ctxLen = Math.min(pair.config.maxPositionEmbeddings, 256);
-  const verifier = o.verifier ?? createCpuVerifier({ config: pair.config, weights: pair.target, model: pair.name, tokenizerHash: pair.tokenizerHash, maxContext: ctxLen, maxBatch: o.maxBatch ?? 16 });
-  const gateway = await startGateway({ verifier, maxSessions: sessions * 2, maxBatch: o.maxBatch ?? 16, batchWindowMs: o.batchWindowMs ?? 1, ratePerSec: 0 });
+  const gateway = o.verifier || o.gatewayThread === false
+    ? await inProcessGateway(o.verifier ?? createCpuVerifier({ config: pair.config, weights: pair.target, model: pair.name, tokenizerHash: pair.tokenizerHash, maxContext: ctxLen, maxBatch: o.maxBatch ?? 16 }), !o.verifier, sessions, o)
+    : await threadGateway(pair, ctxLen, sessions, o);
   const params = o.params ?? GREEDY;
   const results: CapacityModeReport[] = [];
   try {
     for (const mode of o.modes ?? ['speculative', 'baseline']) {
       log(`capacity: ${mode}, ${sessions} sessions for ${seconds} s`);
-      const s0 = gateway.stats();
+      const s0 = await gateway.stats();
       const latency: number[] = [];
       const perSession: number[] = [];
       const errorSamples: string[] = [];
@@ -220,7 +227,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
       }));
       clearTimeout(stopTimer);
       const wallMs = now() - t0;
-      const s1 = gateway.stats();
+      const s1 = await gateway.stats();
       const batches = s1.batches - s0.batches;
       const gatewayErrors: Record<string, number> = {};
       for (const [k, v] of Object.entries(s1.errors)) {
@@ -242,7 +249,53 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
     }
   } finally {
     await gateway.close();
-    if (!o.verifier) await verifier.dispose();
   }
-  return { model: pair.name, verifier: verifier.info().backend, k: o.adaptive ? 'adaptive' : o.k ?? 4, maxTokens, results };
+  return { model: pair.name, verifier: gateway.backend + (gateway.thread ? ' (gateway on a worker thread)' : ''), k: o.adaptive ? 'adaptive' : o.k ?? 4, maxTokens, results };
+}
+
+interface BenchGateway {
+  wsUrl: string;
+  backend: string;
+  thread: boolean;
+  stats(): Promise<GatewayStats>;
+  close(): Promise<void>;
+}
+
+async function inProcessGateway(verifier: Verifier, owns: boolean, sessions: number, o: CapacityOptions): Promise<BenchGateway> {
+  const g = await startGateway({ verifier, maxSessions: sessions * 2, maxSessionsPerConnection: sessions * 2, maxBatch: o.maxBatch ?? 16, batchWindowMs: o.batchWindowMs ?? 1, ratePerSec: 0, ownsVerifier: owns });
+  return { wsUrl: g.wsUrl, backend: verifier.info().backend, thread: false, stats: async () => g.stats(), close: () => g.close() };
+}
+
+async function threadGateway(pair: CapacityPair, maxContext: number, sessions: number, o: CapacityOptions): Promise<BenchGateway> {
+  // the .mjs entry registers tsx inside the worker, then loads capacity-worker.ts
+  const worker = new Worker(new URL('./capacity-worker.mjs', import.meta.url), {
+    workerData: { config: pair.config, weights: pair.target, name: pair.name, tokenizerHash: pair.tokenizerHash, maxContext, maxBatch: o.maxBatch ?? 16, maxSessions: sessions * 2, batchWindowMs: o.batchWindowMs ?? 1 },
+  });
+  const next = <T,>(type: string): Promise<T> => new Promise((res, rej) => {
+    const onMsg = (m: { type: string }) => {
+      if (m.type !== type) return;
+      worker.off('message', onMsg);
+      worker.off('error', rej);
+      res(m as T);
+    };
+    worker.on('message', onMsg);
+    worker.once('error', rej);
+  });
+  const ready = await next<{ wsUrl: string; backend: string }>('ready');
+  return {
+    wsUrl: ready.wsUrl,
+    backend: ready.backend,
+    thread: true,
+    async stats() {
+      const p = next<{ stats: GatewayStats }>('stats');
+      worker.postMessage({ type: 'stats' });
+      return (await p).stats;
+    },
+    async close() {
+      const p = next('closed');
+      worker.postMessage({ type: 'close' });
+      await p;
+      await worker.terminate();
+    },
+  };
 }
