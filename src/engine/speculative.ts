@@ -262,6 +262,9 @@ class Drafter {
 
 // ---- the controller ----
 
+/** Pipelining drafts ahead only when the estimated chance that the block stands and the bonus guess holds is at least this. */
+export const PIPELINE_MIN_HIT = 0.2;
+
 export async function speculate(draftModel: CausalLM, target: TargetLink, prompt: number[], opts: SpeculateOptions): Promise<SpecResult> {
   validateSampling(opts.params);
   const kMax = opts.kMax ?? 8;
@@ -341,9 +344,11 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     let settled = false;
     const inFlight = target.verify(draftTokens, greedy ? undefined : block.map((b) => b.q));
     inFlight.then(() => (settled = true), () => (settled = true));
-    // pipelining: keep drafting past the block, assuming it all stands; ext[0] guesses the bonus
+    // pipelining: keep drafting past the block, assuming it all stands; ext[0] guesses the bonus.
+    // Only worth it when that is likely (≈ α^{k+1}); otherwise the drafts are thrown away and the
+    // draft step in progress when the verdict lands only delays the next round.
     const ext: { token: number; q: SparseDist }[] = [];
-    if (opts.pipeline) {
+    if (opts.pipeline && ctl.alpha ** (k + 1) >= PIPELINE_MIN_HIT) {
       await macrotask();
       while (!settled && !opts.signal?.aborted && ext.length < kMax + 1 && transcript.length + k + ext.length + 1 < draftModel.maxContext) {
         ext.push(await drafter.next([...transcript, ...draftTokens, ...ext.map((e) => e.token)]));
