@@ -20,6 +20,8 @@ export interface KernelBenchOptions {
   /** Minimum bytes one timed pass touches (default 256 MiB on GPUs, 32 MiB on CPU adapters, quick 16 MiB). */
   workingSetBytes?: number;
   reps?: number;
+  /** Override the shape list (smoke tests). */
+  shapes?: Shape[];
   /** Skip the engine tok/s part. */
   skipEngine?: boolean;
   /** Engine model layers (default 16, quick 2) and vocabulary (default 128256); smoke tests shrink them. */
@@ -249,7 +251,7 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
   const ws = opts.workingSetBytes ?? (quick ? 16 : isCpuAdapter(ctx) ? 32 : 256) * 2 ** 20;
   const reps = opts.reps ?? (quick ? 3 : 5);
   const formats = opts.formats ?? [...WEIGHT_FORMATS];
-  const shapes = quick ? QUICK_SHAPES : SHAPES;
+  const shapes = opts.shapes ?? (quick ? QUICK_SHAPES : SHAPES);
   const timer = new Timer(ctx);
   const notes: string[] = [];
   const pattern = ctx.device.createBuffer({ size: 4 << 20, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
