@@ -39,12 +39,13 @@ beforeAll(async () => {
 afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
 describe('bundled tiny pair', () => {
-  it('target is bf16, draft f16; both share one tokenizer', async () => {
+  it('target is bf16, draft one float dtype; both share one tokenizer', async () => {
     const t = await openModelDir(join(models, 'tiny-target'));
     const d = await openModelDir(join(models, 'tiny-draft'));
     await Promise.all([t.close(), d.close()]);
     expect(new Set(t.tensorInfos.map((i) => i.dtype))).toEqual(new Set(['BF16']));
-    expect(new Set(d.tensorInfos.map((i) => i.dtype))).toEqual(new Set(['F16']));
+    // the issue fixes the target's dtype (bf16); the draft ships in one float dtype (f16 today)
+    expect(new Set(d.tensorInfos.map((i) => i.dtype)).size).toBe(1);
     expect(t.config.vocabSize).toBe(d.config.vocabSize);
     expect(await tokenizerHash(t.tokenizerJson!)).toBe(await tokenizerHash(d.tokenizerJson!));
     const tok = new Tokenizer(t.tokenizerJson!, t.tokenizerConfig);
