@@ -115,6 +115,42 @@ describe('gateway restarted mid-generation', () => {
     await link.close();
   });
 
+  it('a backend without resume support (like the sidecar today) is resumed by prefill: greedy output still exact', async () => {
+    const noResume = (): Verifier => {
+      const inner = newVerifier();
+      return {
+        info: () => ({ ...inner.info(), resume: false }),
+        open: (id, prompt, sampling) => inner.open(id, prompt, sampling), // ignores resume
+        verifyBatch: (r) => inner.verifyBatch(r),
+        generate: (...a) => inner.generate(...a),
+        close: (id) => inner.close(id),
+        dispose: () => inner.dispose(),
+      };
+    };
+    const prompt = [31, 32, 33];
+    const N = 30;
+    let g = await startGateway({ verifier: noResume(), ownsVerifier: true });
+    const port = g.port;
+    const link = remote(g.wsUrl, { reconnect: { attempts: 20, baseDelayMs: 20, maxDelayMs: 200 } });
+    let restarted: Promise<void> | null = null;
+    const r = await speculate(pair.newDraft(), link, prompt, {
+      params: GREEDY, maxTokens: N, k: 2,
+      onToken: (e) => {
+        if (e.index === 9 && !restarted) {
+          restarted = (async () => {
+            await g.close();
+            g = await startGateway({ verifier: noResume(), ownsVerifier: true, port });
+            cleanups.push(() => g.close());
+          })();
+        }
+      },
+    });
+    await restarted;
+    expect(link.reconnects).toBeGreaterThanOrEqual(1);
+    expect(r.tokens).toEqual(greedyOracle(pair.newTarget(), prompt, N));
+    await link.close();
+  });
+
   it('gives up with CONNECTION_LOST when no gateway comes back', async () => {
     const g = await gatewayOn();
     const link = remote(g.wsUrl, { reconnect: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 } });

@@ -301,7 +301,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     st.sessions++;
     const t0 = now();
     batcher
-      .job(() => verifier.open(s.key, m.prompt, m.sampling, m.resume))
+      .job(() => openOnVerifier(s.key, m))
       .then(({ firstToken }) => {
         s.busy = false;
         if (s.closed) return void verifier.close(s.key).catch((e: Error) => log(`close ${s.key}: ${e.message}`));
@@ -313,6 +313,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         dropSession(conn, s);
         if (!s.closed) fail(conn, e, m.session);
       });
+  }
+
+  /** open, or resume; a backend without resume support is rebuilt by prefill and checked. */
+  async function openOnVerifier(key: string, m: OpenMsg): Promise<{ firstToken: number }> {
+    if (!m.resume || vinfo.resume) return verifier.open(key, m.prompt, m.sampling, m.resume);
+    const last = m.resume[m.resume.length - 1];
+    const r = await verifier.open(key, [...m.prompt, ...m.resume.slice(0, -1)], m.sampling);
+    if (r.firstToken !== last) {
+      await verifier.close(key);
+      throw new Error(`the ${vinfo.backend} backend cannot resume this sampled session exactly (it drew ${r.firstToken}, the transcript has ${last}); start a new session`);
+    }
+    return r;
   }
 
   function verify(conn: Conn, m: VerifyMsg): void {

@@ -23,7 +23,7 @@ export function createCpuVerifier(o: CpuVerifierOptions): LocalVerifier {
   return new LocalVerifier({
     info: {
       backend: 'cpu', model: o.model, tokenizerHash: o.tokenizerHash, vocabSize: o.config.vocabSize,
-      maxContext, maxBatch: o.maxBatch ?? 16, device: 'cpu (TypeScript reference)',
+      maxContext, maxBatch: o.maxBatch ?? 16, device: 'cpu (TypeScript reference)', resume: true,
     },
     makeModel: () => new CpuLlama(o.config, o.weights, maxContext),
     maxDraft: o.maxDraft ?? 16,

@@ -15,6 +15,12 @@ export interface VerifierInfo {
   maxBatch: number;
   /** Device description (adapter name, "cpu", "wormhole n150", ...). */
   device: string;
+  /**
+   * open() honours `resume` (prefill without sampling). A backend without it is resumed by
+   * the gateway as open(prompt + resume[:-1]) and kept only if its first token equals the
+   * resumed last token (always so at temperature 0).
+   */
+  resume?: boolean;
 }
 
 export interface VerifyRequest {

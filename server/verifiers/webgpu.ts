@@ -40,7 +40,7 @@ export async function createWebGpuVerifier(o: WebGpuVerifierOptions): Promise<Lo
   const verifier = new LocalVerifier({
     info: {
       backend: 'webgpu', model: o.model, tokenizerHash: o.tokenizerHash, vocabSize: o.config.vocabSize,
-      maxContext, maxBatch: o.maxBatch ?? 16, device: `webgpu: ${ctx.adapterName} (${o.format ?? 'f32'} weights, ${o.kvFormat ?? 'f32'} KV)`,
+      maxContext, maxBatch: o.maxBatch ?? 16, device: `webgpu: ${ctx.adapterName} (${o.format ?? 'f32'} weights, ${o.kvFormat ?? 'f32'} KV)`, resume: true,
     },
     makeModel: async () => {
       const budget = o.memoryBudgetBytes === undefined ? undefined : o.memoryBudgetBytes - usedBytes;
