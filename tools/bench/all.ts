@@ -9,6 +9,8 @@ import { execSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join, relative, resolve } from 'node:path';
+import type { CapacityPair } from './capacity.ts';
+import type { Verifier } from '../../server/verifiers/types.ts';
 
 export const SECTIONS = ['kernels', 'spec', 'capacity', 'sidecar', 'loadtime'] as const;
 export type SectionName = (typeof SECTIONS)[number];
@@ -36,7 +38,7 @@ export interface AllResults {
   quick: boolean;
   machine: Machine;
   /** What ran each part: the WebGPU adapter (kernels), the backends of spec/capacity, the browser's adapter. */
-  adapters: { webgpu: string | null; spec: string; browser: string | null };
+  adapters: { webgpu: string | null; spec: string; capacity: string; browser: string | null };
   config: { rttMs: number[]; sessions: number[]; capacitySeconds: number; capacityMaxTokens: number };
   sections: Record<SectionName, Section>;
   unhandledRejections: string[];
@@ -47,6 +49,10 @@ export interface AllOptions {
   out: string;
   quick?: boolean;
   skip?: SectionName[];
+  /** Target verifier behind the capacity gateway (default cpu; webgpu on a GPU host). */
+  verifier?: 'cpu' | 'webgpu';
+  /** Let Chromium use the real GPU instead of SwiftShader (GPU hosts). */
+  browserGpu?: boolean;
   log?: (line: string) => void;
 }
 
@@ -102,16 +108,23 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
   const sections = {} as Record<SectionName, Section>;
   try {
     sections.kernels = await timed('kernels', skip, log, async () => (await import('./kernels.ts')).runKernelBench({ quick, log }));
-    sections.spec = await timed('spec', skip, log, async () => (await import('./spec.ts')).runSpecBench({ quick, rttMs, skipCapacity: true, skipSidecar: true, log }));
+    sections.spec = await timed('spec', skip, log, async () => (await import('./spec.ts')).runSpecBench({ quick, rttMs, ...(quick ? {} : { prompts: 4, maxTokens: 48 }), skipCapacity: true, skipSidecar: true, log }));
     sections.capacity = await timed('capacity', skip, log, async () => {
       const { loadTinyPair, runCapacity } = await import('./capacity.ts');
       const pair = await loadTinyPair();
       const runs = [];
-      for (const n of sessions) runs.push(await runCapacity({ pair, sessions: n, seconds: capacitySeconds, maxTokens: capacityMaxTokens, log }));
+      for (const n of sessions) {
+        const verifier = o.verifier === 'webgpu' ? await webgpuVerifier(pair, n) : undefined;
+        try {
+          runs.push(await runCapacity({ pair, sessions: n, seconds: capacitySeconds, maxTokens: capacityMaxTokens, verifier, log }));
+        } finally {
+          await verifier?.dispose();
+        }
+      }
       return runs;
     });
     sections.sidecar = await timed('sidecar', skip, log, async () => (await import('../../server/verifiers/sidecar-bench.ts')).benchSidecarBatch({ quick, log }));
-    sections.loadtime = await timed('loadtime', skip, log, async () => (await import('./loadtime.ts')).runLoadTime({ maxTokens: quick ? 8 : 32, log }));
+    sections.loadtime = await timed('loadtime', skip, log, async () => (await import('./loadtime.ts')).runLoadTime({ maxTokens: quick ? 8 : 32, swiftshader: !o.browserGpu, log }));
   } finally {
     process.off('unhandledRejection', onUnhandled);
   }
@@ -122,6 +135,7 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
     adapters: {
       webgpu: data<{ adapter: string }>(sections.kernels)?.adapter ?? null,
       spec: 'CPU reference (TypeScript), draft and target in one process',
+      capacity: `${o.verifier ?? 'cpu'} verifier behind the gateway, CPU-reference drafts`,
       browser: data<{ adapter: string | null }>(sections.loadtime)?.adapter ?? null,
     },
     config: { rttMs, sessions, capacitySeconds, capacityMaxTokens },
@@ -129,6 +143,15 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
   };
   await writeReport(o.out, results);
   return results;
+}
+
+/** The target on the WGSL engine (Dawn: a real GPU where Vulkan has one, else SwiftShader). */
+async function webgpuVerifier(pair: CapacityPair, sessions: number): Promise<Verifier> {
+  const { createWebGpuVerifier } = await import('../../server/verifiers/webgpu.ts');
+  return createWebGpuVerifier({
+    config: pair.config, weights: pair.target, model: pair.name, tokenizerHash: pair.tokenizerHash,
+    maxContext: Math.min(pair.config.maxPositionEmbeddings, 256), maxBatch: 16, maxSessions: sessions * 2,
+  });
 }
 
 /** results.json, the SVG figures and report.md into `out`. */
@@ -143,6 +166,7 @@ export async function writeReport(out: string, results: AllResults): Promise<str
 }
 
 const USAGE = `usage: duet bench all --out DIR [--quick] [--skip kernels,spec,capacity,sidecar,loadtime]
+                      [--verifier cpu|webgpu] [--browser-gpu]
        duet bench readme --from DIR [--readme README.md]
   all     runs every benchmark; writes DIR/results.json, DIR/report.md and DIR/*.svg
   readme  writes the headline table from DIR/results.json between the README's
@@ -153,7 +177,7 @@ function parseFlags(argv: string[], allowed: string[]): Record<string, string | 
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (!k.startsWith('--') || !allowed.includes(k.slice(2))) throw new BenchAllUsageError(`unknown option "${k}"\n${USAGE}`);
-    if (k === '--quick') out.quick = true;
+    if (k === '--quick' || k === '--browser-gpu') out[k.slice(2)] = true;
     else {
       const v = argv[++i];
       if (v === undefined || v.startsWith('--')) throw new BenchAllUsageError(`${k} needs a value\n${USAGE}`);
@@ -180,11 +204,12 @@ export async function runCli(suite: 'all' | 'readme', argv: string[]): Promise<n
     console.error(`wrote the results table into ${readmePath} from ${join(f.from, 'results.json')}`);
     return 0;
   }
-  const f = parseFlags(argv, ['out', 'quick', 'skip']);
+  const f = parseFlags(argv, ['out', 'quick', 'skip', 'verifier', 'browser-gpu']);
+  if (f.verifier !== undefined && f.verifier !== 'cpu' && f.verifier !== 'webgpu') throw new BenchAllUsageError(`--verifier expects cpu or webgpu, got "${f.verifier}"`);
   if (typeof f.out !== 'string') throw new BenchAllUsageError(`--out DIR is required\n${USAGE}`);
   const skip = typeof f.skip === 'string' ? f.skip.split(',').filter(Boolean) : [];
   for (const s of skip) if (!(SECTIONS as readonly string[]).includes(s)) throw new BenchAllUsageError(`unknown section "${s}" in --skip; use ${SECTIONS.join(',')}`);
-  const r = await runAll({ out: f.out, quick: f.quick === true, skip: skip as SectionName[], log: (l) => console.error(l) });
+  const r = await runAll({ out: f.out, quick: f.quick === true, skip: skip as SectionName[], verifier: f.verifier as 'cpu' | 'webgpu' | undefined, browserGpu: f['browser-gpu'] === true, log: (l) => console.error(l) });
   const failed = SECTIONS.filter((s) => r.sections[s].status === 'error');
   console.error(`wrote ${join(f.out, 'results.json')} and ${join(f.out, 'report.md')} in ${(r.wallMs / 1000).toFixed(0)} s${failed.length ? `; failed sections: ${failed.join(', ')}` : ''}`);
   return failed.length ? 1 : 0;

@@ -19,6 +19,8 @@ export interface LoadTimeOptions {
   draft?: 'webgpu' | 'cpu';
   maxTokens?: number;
   chromium?: string;
+  /** Force SwiftShader (default, as in playwright.config.ts); false lets Chromium pick the real GPU. */
+  swiftshader?: boolean;
   log?: (line: string) => void;
 }
 
@@ -43,7 +45,7 @@ export interface LoadTimeResult {
   buildMs: number;
 }
 
-const CHROMIUM_ARGS = ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--no-sandbox', '--disable-background-networking',
+const CHROMIUM_ARGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
   '--disable-component-update', '--no-first-run', '--enable-precise-memory-info'];
 
 /** RSS of a process and all its descendants, from /proc (Linux); 0 elsewhere. */
@@ -117,7 +119,7 @@ export async function runLoadTime(o: LoadTimeOptions = {}): Promise<LoadTimeResu
     const buildMs = buildApp(resolve(tmp, 'dist'));
     const s = await startServe(resolve(tmp, 'dist'));
     serve = s.child;
-    server = await chromium.launchServer({ executablePath, args: CHROMIUM_ARGS });
+    server = await chromium.launchServer({ executablePath, args: [...CHROMIUM_ARGS, ...(o.swiftshader === false ? [] : ['--use-webgpu-adapter=swiftshader'])] });
     const rootPid = server.process().pid!;
     let peakRss = 0;
     const sampler = setInterval(() => { peakRss = Math.max(peakRss, treeRssBytes(rootPid)); }, 100);

@@ -122,7 +122,7 @@ function capacityFigures(r: AllResults, cap: string): Figure[] {
     return m ? f(m) : null;
   });
   const suffix = runs.length ? '' : ` (${why(r.sections.capacity)})`;
-  const caption = `${cap} · gateway + cpu verifier + all drafts on this box`;
+  const caption = `${cap} · ${r.adapters.capacity ?? 'cpu verifier'}, all on this box`;
   const base = { caption, xLabel: 'concurrent sessions', categories: cats };
   const t1 = `Gateway throughput vs concurrent sessions${suffix}`;
   const t2 = `Target passes per generated token${suffix}`;

@@ -26,6 +26,9 @@ export interface SpecBenchOptions {
   skipSidecar?: boolean;
   /** Injected RTTs of the speedup sweep (default 0, 20, 50 ms; `duet bench all` passes its own). */
   rttMs?: number[];
+  /** Prompts and tokens per generation of the k sweep (default 8 × 64; quick 1 × 16). */
+  prompts?: number;
+  maxTokens?: number;
   log?: (line: string) => void;
 }
 
@@ -71,9 +74,9 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   const pair = await loadTinyPair(o.targetDir, o.draftDir);
   const draftDir = o.draftDir ?? 'public/models/tiny-draft';
   if (pair.draftConfig.vocabSize !== pair.config.vocabSize) throw new Error(`draft vocab ${pair.draftConfig.vocabSize} != target vocab ${pair.config.vocabSize}`);
-  const nPrompts = Math.min(pair.prompts.length, quick ? 1 : 8);
+  const nPrompts = Math.min(pair.prompts.length, o.prompts ?? (quick ? 1 : 8));
   const prompts = pair.prompts.slice(0, nPrompts);
-  const maxTokens = quick ? 16 : 64;
+  const maxTokens = o.maxTokens ?? (quick ? 16 : 64);
   const ctx = Math.min(pair.config.maxPositionEmbeddings, 256);
   const target = new CpuLlama(pair.config, pair.target, ctx);
   const draft = new CpuLlama(pair.draftConfig, pair.draft, ctx);
