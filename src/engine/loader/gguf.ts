@@ -5,7 +5,7 @@
 // (interleaved RoPE pairs) undone so the weights match HF's rotate_half layout exactly.
 
 import { gguf, type GGUFParseOutput } from '@huggingface/gguf';
-import { type LlamaConfig, ConfigError, parseConfig, ropeInvFreq } from '../config.ts';
+import { ConfigError, parseConfig, ropeInvFreq } from '../config.ts';
 import { layerTensorNames } from '../weights.ts';
 import { ModelSourceError, WeightsFormatError } from './errors.ts';
 import { type GenerationConfig, type LoadedTensor, type OpenModelOptions, type OpenedModel, checkTensorSet, parseGenerationConfig } from './model.ts';
