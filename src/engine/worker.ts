@@ -23,7 +23,7 @@ import { Tokenizer, tokenizerHash } from './tokenizer.ts';
 import { speculate, type Provenance as SpecProvenance } from './speculative.ts';
 import { RemoteTarget, type ClientEvent } from '../protocol/client.ts';
 import { ProtocolError } from '../protocol/errors.ts';
-import { requestDevice, WebGPUUnavailableError, type GpuContext } from '../kernels/gpu.ts';
+import { requestDevice, DeviceLostError, WebGPUUnavailableError, type GpuContext } from '../kernels/gpu.ts';
 
 const now = (): number => performance.now();
 
@@ -115,7 +115,7 @@ async function startGpu(): Promise<{ ctx: GpuContext } | { error: string }> {
 }
 
 async function* listStream(tensors: CachedTensor[]): AsyncIterable<StreamedTensor> {
-  for (const t of tensors) yield { name: t.name, shape: (t.meta?.shape as number[]) ?? [t.data.length], data: t.data as Float32Array };
+  yield* listStreamSync(tensors);
 }
 
 /** The tensors as the engine's upload stream, reporting quantize/upload progress per tensor. */
@@ -141,7 +141,11 @@ let draftNotice: ((n: WorkerNotice) => void) | null = null;
 /** Device loss: the draft is gone; tell the UI, which offers to reload it (GPU again or CPU). */
 function watchDevice(ctx: GpuContext): void {
   liveCtx = ctx;
-  ctx.onError = (err) => draftNotice?.({ kind: 'draft-lost', error: { code: 'device-lost', message: `The GPU reported an error: ${errorText(err)}`, hint: 'Reload the draft; if it happens again, pick the CPU or a smaller format.' } });
+  // Loss itself is reported once, below; other uncaptured GPU errors make the draft suspect.
+  ctx.onError = (err) => {
+    if (err instanceof DeviceLostError) return;
+    draftNotice?.({ kind: 'draft-lost', error: { code: 'device-lost', message: `The GPU reported an error: ${errorText(err)}`, hint: 'Reload the draft; if it happens again, pick the CPU or a smaller format.' } });
+  };
   void ctx.lost.then((info) => {
     if (liveCtx !== ctx) return; // destroyed on purpose (a new draft replaced it)
     liveCtx = null;
