@@ -19,9 +19,10 @@ export interface ChartSpec {
   series: Series[];
   /** Horizontal reference line (e.g. speedup 1, copy-kernel ratio 1). */
   refLine?: { y: number; label: string };
+  /** Pixels (default 640): many categories need more. */
+  width?: number;
 }
 
-const W = 640;
 const H = 360;
 const M = { l: 64, r: 16, t: 48, b: 92 };
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
@@ -40,6 +41,7 @@ function niceScale(max: number): { top: number; step: number } {
 const fmt = (v: number): string => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Number(v.toPrecision(3)).toString());
 
 function frame(c: ChartSpec, yMax: number): { parts: string[]; y: (v: number) => number } {
+  const W = c.width ?? 640;
   const { top, step } = niceScale(yMax);
   const y = (v: number): number => M.t + (H - M.t - M.b) * (1 - v / top);
   const parts = [
@@ -78,6 +80,7 @@ const maxOf = (c: ChartSpec): number => Math.max(c.refLine?.y ?? 0, ...c.series.
 
 /** Lines over categorical x positions; a gap where a value is null. */
 export function lineChart(c: ChartSpec): string {
+  const W = c.width ?? 640;
   const { parts, y } = frame(c, maxOf(c));
   const n = c.categories.length;
   const x = (i: number): number => M.l + ((W - M.l - M.r) * (i + 0.5)) / Math.max(1, n);
@@ -98,6 +101,7 @@ export function lineChart(c: ChartSpec): string {
 
 /** Grouped bars: one group per category, one bar per series, the value printed on top. */
 export function barChart(c: ChartSpec): string {
+  const W = c.width ?? 640;
   const { parts, y } = frame(c, maxOf(c));
   const n = c.categories.length;
   const groupW = (W - M.l - M.r) / Math.max(1, n);
