@@ -19,6 +19,8 @@ export interface ChartSpec {
   series: Series[];
   /** Horizontal reference line (e.g. speedup 1, copy-kernel ratio 1). */
   refLine?: { y: number; label: string };
+  /** Category indices the lines do not connect into (e.g. "adaptive" after k = 8). */
+  breakBefore?: number[];
   /** Pixels (default 640): many categories need more. */
   width?: number;
 }
@@ -90,7 +92,7 @@ export function lineChart(c: ChartSpec): string {
     let d = '';
     s.values.forEach((v, i) => {
       if (v === null || !Number.isFinite(v)) return;
-      d += `${d && s.values[i - 1] !== null ? 'L' : 'M'}${x(i).toFixed(1)} ${y(v).toFixed(1)} `;
+      d += `${d && s.values[i - 1] !== null && !c.breakBefore?.includes(i) ? 'L' : 'M'}${x(i).toFixed(1)} ${y(v).toFixed(1)} `;
       parts.push(`<circle cx="${x(i).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${col}"><title>${esc(`${s.name} @ ${c.categories[i]}: ${fmt(v)}`)}</title></circle>`);
     });
     if (d) parts.push(`<path d="${d.trim()}" fill="none" stroke="${col}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);

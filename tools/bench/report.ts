@@ -90,7 +90,7 @@ function kFigures(r: AllResults, cap: string): Figure[] {
     name: s === 'greedy' ? 'greedy (T = 0)' : 'T = 0.7',
     values: ks.map((k) => spec?.kSweep.find((row) => row.sampling === s && row.k === k)?.[field] ?? null),
   }));
-  const base = { xLabel: 'draft block k', categories: ks.map(String), caption: `${cap} · ${r.adapters.spec}` };
+  const base = { xLabel: 'draft block k', categories: ks.map(String), breakBefore: [ks.length - 1], caption: `${cap} · ${r.adapters.spec}` };
   const t1 = `Tokens per target pass vs k${spec ? '' : ` (${why(r.sections.spec)})`}`;
   const t2 = `Acceptance rate vs k${spec ? '' : ` (${why(r.sections.spec)})`}`;
   return [
