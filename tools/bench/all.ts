@@ -94,8 +94,8 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
   const t0 = performance.now();
   const rttMs = quick ? RTT_QUICK : RTT_FULL;
   const sessions = quick ? SESSIONS_QUICK : SESSIONS_FULL;
-  const capacitySeconds = quick ? 2 : 15;
-  const capacityMaxTokens = quick ? 12 : 32;
+  const capacitySeconds = quick ? 1 : 15;
+  const capacityMaxTokens = quick ? 8 : 32;
   const unhandled: string[] = [];
   // A stray rejection inside the gateway/client stack would end the process and lose every
   // section measured so far; keep it in the report instead.
@@ -108,7 +108,7 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
   const sections = {} as Record<SectionName, Section>;
   try {
     sections.kernels = await timed('kernels', skip, log, async () => (await import('./kernels.ts')).runKernelBench({ quick, log }));
-    sections.spec = await timed('spec', skip, log, async () => (await import('./spec.ts')).runSpecBench({ quick, rttMs, ...(quick ? {} : { prompts: 4, maxTokens: 48 }), skipCapacity: true, skipSidecar: true, log }));
+    sections.spec = await timed('spec', skip, log, async () => (await import('./spec.ts')).runSpecBench({ quick, rttMs, ...(quick ? { prompts: 1, maxTokens: 8 } : { prompts: 4, maxTokens: 48 }), skipCapacity: true, skipSidecar: true, log }));
     sections.capacity = await timed('capacity', skip, log, async () => {
       const { loadTinyPair, runCapacity } = await import('./capacity.ts');
       const pair = await loadTinyPair();
