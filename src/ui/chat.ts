@@ -136,6 +136,7 @@ export function chatView(root: HTMLElement): void {
     r.err.textContent = run.error ? `${run.error.message} ${run.error.hint}` : '';
   }
 
+  let wasRunning = false;
   function render(): void {
     if (state.chat.length === 0) {
       rendered.clear();
@@ -154,7 +155,9 @@ export function chatView(root: HTMLElement): void {
     const running = Boolean(current?.running);
     stopBtn.disabled = !running;
     sendBtn.disabled = running;
-    if (running) messages.lastElementChild?.scrollIntoView({ block: 'end' });
+    // Follow the stream, and show the end of the reply (with its stats) once it is done.
+    if (running || wasRunning) messages.lastElementChild?.scrollIntoView({ block: 'end' });
+    wasRunning = running;
   }
   subscribe(render);
   render();
