@@ -13,6 +13,8 @@ import decodeSrc from './matmul_decode.wgsl?raw';
 import gemvSrc from './matmul_gemv.wgsl?raw';
 import gemvRowsSrc from './matmul_gemv_rows.wgsl?raw';
 import gemvSubgroupsSrc from './matmul_gemv_subgroups.wgsl?raw';
+import gemvQ4Q8xSrc from './matmul_gemv_q4_q8x.wgsl?raw';
+import q8xSrc from './matmul_q8x.wgsl?raw';
 import xSrc from './matmul_x.wgsl?raw';
 import tiledSrc from './matmul_tiled.wgsl?raw';
 import { type GpuContext, GpuOutOfMemoryError, ceilDiv, createComputePipeline } from './gpu.ts';
@@ -128,6 +130,13 @@ export interface MatmulArgs {
   gemvWorkgroupSize?: number;
   /** Rows per coop-GEMV workgroup (tuning; default 16; at most gemvWorkgroupSize). */
   gemvRows?: number;
+  /**
+   * Opt-in for q4 weights: quantize x to int8 per 32 columns (Q8_1 style, see
+   * quantizeActivationQ8) for the m = 1 GEMV and use integer dot products
+   * (matmul_gemv_q4_q8x.wgsl). Changes numerics; m > 1 stays exact (tiled). Needs WGSL's
+   * packed_4x8_integer_dot_product (hasPackedDot4).
+   */
+  xQuant?: 'none' | 'q8';
 }
 
 export interface MatmulOp {
@@ -197,6 +206,40 @@ function getPipeline(ctx: GpuContext, kind: MatmulKernel, format: WeightFormat, 
   return p;
 }
 
+/** Whether WGSL here has dot4I8Packed/pack4xI8 (language feature packed_4x8_integer_dot_product). */
+export async function hasPackedDot4(ctx: GpuContext): Promise<boolean> {
+  const feats = (globalThis as { navigator?: { gpu?: { wgslLanguageFeatures?: ReadonlySet<string> } } }).navigator?.gpu?.wgslLanguageFeatures;
+  if (feats) return feats.has('packed_4x8_integer_dot_product');
+  // Dawn in Node has no navigator: ask the compiler.
+  const m = ctx.device.createShaderModule({ code: '@compute @workgroup_size(1) fn main() { _ = dot4I8Packed(1u, 1u); }' });
+  return !(await m.getCompilationInfo()).messages.some((x) => x.type === 'error');
+}
+
+/**
+ * CPU mirror of matmul_q8x.wgsl for one token: per 32-column block b, d[b] = absmax/127 and
+ * q = clamp(round(x·(127/absmax)), -127, 127) in f32 with ties to even, columns ≥ cols = 0.
+ * Returns the dequantized activation (q·d per column), which is what the q8x GEMV multiplies
+ * the q4 weights with (exactly, up to f32 summation order); tests use it as their oracle.
+ */
+export function quantizeActivationQ8(x: Float32Array): Float32Array {
+  const out = new Float32Array(x.length);
+  const f = Math.fround;
+  const roundEven = (v: number) => {
+    const r = Math.round(v);
+    return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  };
+  for (let c0 = 0; c0 < x.length; c0 += 32) {
+    const n = Math.min(32, x.length - c0);
+    let amax = 0;
+    for (let i = 0; i < n; i++) amax = Math.max(amax, Math.abs(x[c0 + i]));
+    if (amax === 0) continue;
+    const id = f(127 / amax);
+    const d = f(amax / 127);
+    for (let i = 0; i < n; i++) out[c0 + i] = f(Math.max(-127, Math.min(127, roundEven(f(x[c0 + i] * id)))) * d);
+  }
+  return out;
+}
+
 /** Compile (or fetch from cache) the pipelines and build the op's uniforms and bind groups. */
 export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<MatmulOp> {
   const { w } = args;
@@ -206,6 +249,11 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   const xOffset = args.xOffset ?? 0;
   const outStride = args.outStride ?? w.rows;
   const xStride = args.xStride ?? w.cols;
+  const xQuant = args.xQuant ?? 'none';
+  if (xQuant === 'q8') {
+    if (w.format !== 'q4') throw new MatmulShapeError(`createMatmul: xQuant 'q8' is for q4 weights, not ${w.format}; drop the option`);
+    if (!(await hasPackedDot4(ctx))) throw new MatmulShapeError("createMatmul: xQuant 'q8' needs WGSL packed_4x8_integer_dot_product, which this adapter lacks; use xQuant 'none'");
+  }
   const gemvKind = args.gemv ?? (isCpuAdapter(ctx) ? 'rows' : 'coop');
   const subgroups = gemvKind === 'coop' && (args.subgroups ?? ctx.hasSubgroups);
   const wg = args.gemvWorkgroupSize ?? (gemvKind === 'rows' ? 16 : 64);
@@ -234,7 +282,9 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
     getPipeline(ctx, gemvKind, w.format, subgroups, xAligned, gemvConstants),
     getPipeline(ctx, 'tiled', w.format, false, xAligned && xStride % 4 === 0, {}),
   ]);
-  const gemvRowsPerGroup = gemvKind === 'rows' ? 16 * wg : rowsPerGroup;
+  const q8x = xQuant === 'q8' ? await q8xPipelines(ctx, wg) : null;
+  const xq = q8x && ctx.device.createBuffer({ label: `${w.chunks[0].buffer.label}.xq`, size: 48 * Math.ceil(w.cols / 32), usage: GPUBufferUsage.STORAGE });
+  const gemvRowsPerGroup = gemvKind === 'rows' || q8x ? 16 * wg : rowsPerGroup;
   const chunks = w.chunks.map((c) => {
     const uniform = ctx.device.createBuffer({ label: `${c.buffer.label}.params`, size: MATMUL_PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     const entries: GPUBindGroupEntry[] = [
@@ -243,10 +293,14 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
       { binding: 2, resource: x },
       { binding: 3, resource: out },
     ];
+    const xqEntry: GPUBindGroupEntry = { binding: 4, resource: { buffer: xq! } };
     return {
       chunk: c,
       uniform,
-      gemvGroup: ctx.device.createBindGroup({ layout: gemv.getBindGroupLayout(0), entries }),
+      gemvGroup: q8x
+        ? ctx.device.createBindGroup({ layout: q8x.gemv.getBindGroupLayout(0), entries: [entries[0], entries[1], entries[3], xqEntry] })
+        : ctx.device.createBindGroup({ layout: gemv.getBindGroupLayout(0), entries }),
+      quantGroup: q8x && ctx.device.createBindGroup({ layout: q8x.quant.getBindGroupLayout(0), entries: [entries[0], entries[2], xqEntry] }),
       tiledGroup: ctx.device.createBindGroup({ layout: tiled.getBindGroupLayout(0), entries }),
     };
   });
@@ -259,10 +313,16 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
         for (const c of chunks) ctx.device.queue.writeBuffer(c.uniform, 0, matmulParams(w, c.chunk, m, xOffset, xStride, outOffset, outStride));
         lastM = m;
       }
+      if (m === 1 && q8x) {
+        // x is quantized once for all chunks (every chunk's uniform has the same cols/xOffset).
+        pass.setPipeline(q8x.quant);
+        pass.setBindGroup(0, chunks[0].quantGroup!);
+        pass.dispatchWorkgroups(ceilDiv(Math.ceil(w.cols / 32), 64));
+      }
       for (const c of chunks) {
         if (m === 1) {
           const n = ceilDiv(c.chunk.rows, gemvRowsPerGroup);
-          pass.setPipeline(gemv);
+          pass.setPipeline(q8x ? q8x.gemv : gemv);
           pass.setBindGroup(0, c.gemvGroup);
           pass.dispatchWorkgroups(Math.min(n, 65535), ceilDiv(n, 65535));
         } else {
@@ -272,6 +332,26 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
         }
       }
     },
-    destroy: () => chunks.forEach((c) => c.uniform.destroy()),
+    destroy: () => {
+      chunks.forEach((c) => c.uniform.destroy());
+      xq?.destroy();
+    },
   };
+}
+
+/** The two pipelines of the q4 × q8-activation GEMV (activation pre-pass, GEMV). */
+async function q8xPipelines(ctx: GpuContext, wg: number): Promise<{ quant: GPUComputePipeline; gemv: GPUComputePipeline }> {
+  let cache = pipelineCache.get(ctx.device);
+  if (!cache) pipelineCache.set(ctx.device, (cache = new Map()));
+  const get = (key: string, code: string, constants: Record<string, number>) => {
+    let p = cache.get(key);
+    if (!p) {
+      p = createComputePipeline(ctx, key, code, constants);
+      cache.set(key, p);
+      p.catch(() => cache.delete(key));
+    }
+    return p;
+  };
+  const [quant, gemv] = await Promise.all([get('matmul_q8x', q8xSrc, { WG: 64 }), get(`matmul_gemv_q4_q8x/${wg}`, gemvQ4Q8xSrc, { WG: wg })]);
+  return { quant, gemv };
 }
