@@ -12,6 +12,7 @@ test('WebGPU engine in a worker matches the CPU reference', async ({ page }) => 
   await page.goto('/?test#engine-check');
   await page.waitForFunction(() => window.__duetEngineCheck?.done === true, undefined, { timeout: 180_000 });
   const r = (await page.evaluate(() => window.__duetEngineCheck)) as EngineCheckReport;
+  test.info().annotations.push({ type: 'engine-check', description: `${r.adapter}: NMSE ${r.nmse.toExponential(2)}, max |err| ${r.maxAbsErr.toExponential(2)}, argmax ${r.argmaxAgree}/${r.positions}` });
   expect(r.error).toBeNull();
   expect(r.adapter).not.toBe('');
   expect(r.positions).toBe(7);
