@@ -132,9 +132,8 @@ export interface MatmulArgs {
   gemvRows?: number;
   /**
    * Opt-in for q4 weights: quantize x to int8 per 32 columns (Q8_1 style, see
-   * quantizeActivationQ8) for the m = 1 GEMV and use integer dot products
-   * (matmul_gemv_q4_q8x.wgsl). Changes numerics; m > 1 stays exact (tiled). Needs WGSL's
-   * packed_4x8_integer_dot_product (hasPackedDot4).
+   * quantizeActivationQ8) for the m = 1 GEMV and use exact integer dot products, two MACs per
+   * u32 multiply (matmul_gemv_q4_q8x.wgsl). Changes numerics; m > 1 stays exact (tiled).
    */
   xQuant?: 'none' | 'q8';
 }
@@ -206,15 +205,6 @@ function getPipeline(ctx: GpuContext, kind: MatmulKernel, format: WeightFormat, 
   return p;
 }
 
-/** Whether WGSL here has dot4I8Packed/pack4xI8 (language feature packed_4x8_integer_dot_product). */
-export async function hasPackedDot4(ctx: GpuContext): Promise<boolean> {
-  const feats = (globalThis as { navigator?: { gpu?: { wgslLanguageFeatures?: ReadonlySet<string> } } }).navigator?.gpu?.wgslLanguageFeatures;
-  if (feats) return feats.has('packed_4x8_integer_dot_product');
-  // Dawn in Node has no navigator: ask the compiler.
-  const m = ctx.device.createShaderModule({ code: '@compute @workgroup_size(1) fn main() { _ = dot4I8Packed(1u, 1u); }' });
-  return !(await m.getCompilationInfo()).messages.some((x) => x.type === 'error');
-}
-
 /**
  * CPU mirror of matmul_q8x.wgsl for one token: per 32-column block b, d[b] = absmax/127 and
  * q = clamp(round(x·(127/absmax)), -127, 127) in f32 with ties to even, columns ≥ cols = 0.
@@ -252,7 +242,6 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   const xQuant = args.xQuant ?? 'none';
   if (xQuant === 'q8') {
     if (w.format !== 'q4') throw new MatmulShapeError(`createMatmul: xQuant 'q8' is for q4 weights, not ${w.format}; drop the option`);
-    if (!(await hasPackedDot4(ctx))) throw new MatmulShapeError("createMatmul: xQuant 'q8' needs WGSL packed_4x8_integer_dot_product, which this adapter lacks; use xQuant 'none'");
   }
   const gemvKind = args.gemv ?? (isCpuAdapter(ctx) ? 'rows' : 'coop');
   const subgroups = gemvKind === 'coop' && (args.subgroups ?? ctx.hasSubgroups);
@@ -283,7 +272,7 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
     getPipeline(ctx, 'tiled', w.format, false, xAligned && xStride % 4 === 0, {}),
   ]);
   const q8x = xQuant === 'q8' ? await q8xPipelines(ctx, wg) : null;
-  const xq = q8x && ctx.device.createBuffer({ label: `${w.chunks[0].buffer.label}.xq`, size: 48 * Math.ceil(w.cols / 32), usage: GPUBufferUsage.STORAGE });
+  const xq = q8x && ctx.device.createBuffer({ label: `${w.chunks[0].buffer.label}.xq`, size: 80 * Math.ceil(w.cols / 32), usage: GPUBufferUsage.STORAGE });
   const gemvRowsPerGroup = gemvKind === 'rows' || q8x ? 16 * wg : rowsPerGroup;
   const chunks = w.chunks.map((c) => {
     const uniform = ctx.device.createBuffer({ label: `${c.buffer.label}.params`, size: MATMUL_PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });

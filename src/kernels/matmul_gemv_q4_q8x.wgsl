@@ -1,16 +1,17 @@
 // Decode matmul (GEMV, one token) for q4 weights with the activation quantized to int8 per
-// 32-column block (llama.cpp Q8_1 style), integer dot products via dot4I8Packed; opt-in
+// 32-column block (llama.cpp Q8_1 style) and exact integer block sums; opt-in
 // (MatmulArgs.xQuant = 'q8'): it changes numerics. Runs after matmul_q8x.wgsl in the same pass
-// (it writes xq: x as packed int8 in nibble order, d_x and 8·Σq per block).
-// out[r] = Σ_b d_w(r,b) · d_x(b) · (Σ_i u4[r,32b+i]·q[i] − 8·Σq), where the weights are
-//   the stored u4 (value = u4 − 8) taken as int8 lanes: word & 0x0F0F0F0F gives nibbles
-//   0,2,4,6 and (word >> 4) & 0x0F0F0F0F nibbles 1,3,5,7, matching the x packing above.
-//   Thread g owns rows 16g .. 16g+15 (as matmul_gemv_rows.wgsl: no barrier, x block loaded
-//   once for 16 rows). Dispatch ceil(rows / (16·WG)) as (min(n, 65535), ceil(n / 65535)).
-// Per 32 weights this costs 4 loads, 4 shifts, 8 ANDs and 8 dot4I8Packed instead of 8 masks,
-// 32 int→float converts and 32 FMAs; the int32 block sum is exact (|Σ| ≤ 32·15·127).
+// (it writes xq: per block 16 u32 X words (pairs of int8 x, see dotq), d_x and 8·Σq).
+// out[r] = Σ_b d_w(r,b) · d_x(b) · (Σ_i u4[r,32b+i]·q[i] − 8·Σq), u4 the stored nibble
+//   (weight = u4 − 8). Thread g owns rows 16g .. 16g+15 (as matmul_gemv_rows.wgsl: no
+//   barrier, x block loaded once for 16 rows). Dispatch ceil(rows / (16·WG)) as
+//   (min(n, 65535), ceil(n / 65535)).
+// Why SWAR and not dot4I8Packed: on SwiftShader dot4I8Packed measured no faster than the f32
+// path (it is expanded to scalar code), as did a plain vec4<i32> multiply; two MACs per u32
+// multiply measured ~10% faster than the exact f32 GEMV at 2048×2048: within noise on the
+// loaded 2-core host. A loads-only version of this kernel ran 3-4× faster: the GEMV on
+// SwiftShader is bound by per-weight ALU work, not by memory.
 // Host constants: Params mirrors matmulParams() in matmul.ts; WG is an override.
-// Needs the WGSL language feature packed_4x8_integer_dot_product.
 
 struct Params {
   rows: u32, cols: u32, rowWords: u32, scaleOffset: u32,
@@ -34,20 +35,24 @@ fn half_to_f32(h: u32) -> f32 {
   return select(v, -v, (h & 0x8000u) != 0u);
 }
 
-const LO = 0x0f0f0f0fu;
+const PAIR = vec4<u32>(0x000f000fu);
+const NIB = vec4<u32>(0u, 4u, 8u, 12u);
 
-struct XB { a: vec4<u32>, b: vec4<u32>, d: f32, off: i32 }
+struct XB { v0: vec4<u32>, v1: vec4<u32>, v2: vec4<u32>, v3: vec4<u32>, d: f32, off: i32 }
 
-// One row's block: d_w · (Σ u4·q − 8Σq) (the caller multiplies by d_x once for 16 rows).
+// Two MACs per integer multiply (SWAR): lane n of (word >> 4n) & 0x000F000F holds nibbles n
+// and n+4 (q_n + q_{n+4}·2^16); times X = x_{n+4} + x_n·2^16 (the pre-pass packs it) the
+// bits 16..31 of the product hold q_n·x_n + q_{n+4}·x_{n+4}, the low half q_n·x_{n+4}, and
+// the q_{n+4}·x_n·2^32 term wraps away. Summing 8 products, |low| ≤ 8·15·127 < 2^15 and
+// |middle| ≤ 16·15·127 < 2^15, so (Σ + 2^15) >> 16 (arithmetic) is exactly the middle.
 fn dotq(row4: u32, b: u32, xb: XB) -> f32 {
   let q = w[row4 + b];
   let word = 4u * row4 + p.scaleOffset + (b >> 1u);
   let dw = half_to_f32((w[word >> 2u][word & 3u] >> (16u * (b & 1u))) & 0xffffu);
-  let s = dot4I8Packed(q.x & LO, xb.a.x) + dot4I8Packed((q.x >> 4u) & LO, xb.a.y) +
-          dot4I8Packed(q.y & LO, xb.a.z) + dot4I8Packed((q.y >> 4u) & LO, xb.a.w) +
-          dot4I8Packed(q.z & LO, xb.b.x) + dot4I8Packed((q.z >> 4u) & LO, xb.b.y) +
-          dot4I8Packed(q.w & LO, xb.b.z) + dot4I8Packed((q.w >> 4u) & LO, xb.b.w);
-  return dw * f32(s - xb.off);
+  let t = ((vec4<u32>(q.x) >> NIB) & PAIR) * xb.v0 + ((vec4<u32>(q.y) >> NIB) & PAIR) * xb.v1 +
+          ((vec4<u32>(q.z) >> NIB) & PAIR) * xb.v2 + ((vec4<u32>(q.w) >> NIB) & PAIR) * xb.v3;
+  let h = bitcast<vec2<i32>>(t.xy + t.zw + vec2<u32>(0x8000u)) >> vec2<u32>(16u);
+  return dw * f32(h.x + h.y - xb.off);
 }
 
 @compute @workgroup_size(WG)
@@ -66,8 +71,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let b3 = min(vec4<u32>(row0 + 12u) + lane, vec4<u32>(last)) * rw4;
   var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
   for (var b = 0u; b < p.nBlocks; b++) {
-    let m = xq[3u * b + 2u];
-    let xb = XB(xq[3u * b], xq[3u * b + 1u], bitcast<f32>(m.x), bitcast<i32>(m.y));
+    let i = 5u * b;
+    let m = xq[i + 4u];
+    let xb = XB(xq[i], xq[i + 1u], xq[i + 2u], xq[i + 3u], bitcast<f32>(m.x), bitcast<i32>(m.y));
     a0 += xb.d * vec4<f32>(dotq(b0.x, b, xb), dotq(b0.y, b, xb), dotq(b0.z, b, xb), dotq(b0.w, b, xb));
     a1 += xb.d * vec4<f32>(dotq(b1.x, b, xb), dotq(b1.y, b, xb), dotq(b1.z, b, xb), dotq(b1.w, b, xb));
     a2 += xb.d * vec4<f32>(dotq(b2.x, b, xb), dotq(b2.y, b, xb), dotq(b2.z, b, xb), dotq(b2.w, b, xb));

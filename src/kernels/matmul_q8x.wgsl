@@ -2,9 +2,9 @@
 // x[xOffset .. xOffset+cols) to int8 per 32-column block, llama.cpp Q8_1 style.
 // Thread b (one per block; columns ≥ cols read as 0): d = absmax/127,
 // q = clamp(round(x·(127/absmax)), -127, 127) (all 0 when absmax = 0; WGSL round is half to
-// even), and writes xq[3b], xq[3b+1] = the q as packed int8 in NIBBLE order of the q4 layout
-// (word 2j: columns 8j+0,2,4,6; word 2j+1: columns 8j+1,3,5,7; byte k = the k-th of them),
-// xq[3b+2] = (bits(d), 8·Σq, 0, 0). quantizeActivationQ8 in matmul.ts is its CPU mirror.
+// even), and writes xq[5b + j] (j = 0..3), lane n = q[8j+n+4] + q[8j+n]·2^16 as u32 (the
+// pair layout the SWAR GEMV multiplies with), xq[5b+4] = (bits(d), 8·Σq, 0, 0).
+// quantizeActivationQ8 in matmul.ts is its CPU mirror.
 // Dispatch ceil(nBlocks / WG) workgroups. Params mirrors matmulParams() in matmul.ts.
 
 struct Params {
@@ -42,14 +42,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     q[i] = clamp(i32(round(v[i] * id)), -127, 127);
     s += q[i];
   }
-  var words: array<u32, 8>;
+  // Block word 4j+n = x_{8j+n+4} + x_{8j+n}·2^16 (as u32; see dotq in matmul_gemv_q4_q8x.wgsl).
   for (var j = 0u; j < 4u; j++) {
-    let c = 8u * j;
-    words[2u * j] = pack4xI8(vec4<i32>(q[c], q[c + 2u], q[c + 4u], q[c + 6u]));
-    words[2u * j + 1u] = pack4xI8(vec4<i32>(q[c + 1u], q[c + 3u], q[c + 5u], q[c + 7u]));
+    var v: vec4<u32>;
+    for (var n = 0u; n < 4u; n++) {
+      v[n] = bitcast<u32>(q[8u * j + n + 4u] + q[8u * j + n] * 65536);
+    }
+    xq[5u * b + j] = v;
   }
-  xq[3u * b] = vec4<u32>(words[0], words[1], words[2], words[3]);
-  xq[3u * b + 1u] = vec4<u32>(words[4], words[5], words[6], words[7]);
-  xq[3u * b + 2u] = vec4<u32>(bitcast<u32>(amax / 127.0), bitcast<u32>(8 * s), 0u, 0u);
+  xq[5u * b + 4u] = vec4<u32>(bitcast<u32>(amax / 127.0), bitcast<u32>(8 * s), 0u, 0u);
 }
-

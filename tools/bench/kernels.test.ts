@@ -3,7 +3,7 @@
 // present, finite and positive, one copy baseline per matmul. Asserts no speed.
 import { describe, expect, it } from 'vitest';
 import { BenchUsageError, run } from '../../src/cli/bench.ts';
-import { SHAPES, runKernelBench } from './kernels.ts';
+import { Q4_VARIANTS, SHAPES, runKernelBench } from './kernels.ts';
 
 const positive = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v) && v > 0;
 
@@ -15,7 +15,10 @@ describe('duet bench kernels', () => {
     expect(json.suite).toBe('kernels');
     expect(typeof json.adapter).toBe('string');
     expect(['timestamp-query', 'wall-clock']).toContain(json.timing);
-    expect(json.matmul).toHaveLength(shapes.length * 2);
+    // q4 runs every variant (the exact default and the q8-activation one), bf16 one.
+    expect(json.matmul).toHaveLength(shapes.length * (1 + Q4_VARIANTS.length));
+    expect(Object.keys(json.q4Variants)).toContain(json.q4Headline.variant);
+    expect(json.summary.q4.ratio1B).toBe(json.q4Headline.ratio1B);
     expect(json.copy).toHaveLength(json.matmul.length);
     for (const m of json.matmul) {
       expect(['q4', 'bf16']).toContain(m.format);

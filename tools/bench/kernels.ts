@@ -12,7 +12,16 @@
 
 import copySrc from '../../src/kernels/copy.wgsl?raw';
 import { type GpuContext, ceilDiv, createComputePipeline, requestDevice } from '../../src/kernels/gpu.ts';
-import { type GpuMatrix, type MatmulOp, type WeightFormat, WEIGHT_FORMATS, allocateMatrix, createMatmul, isCpuAdapter } from '../../src/kernels/matmul.ts';
+import { type GpuMatrix, type MatmulArgs, type MatmulOp, type WeightFormat, WEIGHT_FORMATS, allocateMatrix, createMatmul, isCpuAdapter } from '../../src/kernels/matmul.ts';
+
+/**
+ * Decode-GEMV variants measured for q4 beside the default (exact) kernel, each against the
+ * copy kernel in the same run. The best 1B ratio becomes the q4 headline (summary.q4Headline).
+ */
+export const Q4_VARIANTS: { name: string; quantizesActivations: boolean; args: Partial<MatmulArgs> }[] = [
+  { name: 'q4 exact (default)', quantizesActivations: false, args: {} },
+  { name: 'q4 x q8-activation SWAR int (xQuant q8)', quantizesActivations: true, args: { xQuant: 'q8' } },
+];
 
 export interface KernelBenchOptions {
   quick?: boolean;
@@ -39,6 +48,8 @@ export interface Shape {
 
 export interface MatmulResult extends Shape {
   format: WeightFormat;
+  /** q4 only: which Q4_VARIANTS entry. */
+  variant?: string;
   bytes: number;
   ms: number;
   gbps: number;
@@ -74,7 +85,11 @@ export interface KernelBenchResult {
   date: string;
   copy: { model: string; name: string; bytes: number; ms: number; gbps: number; msMin: number }[];
   matmul: MatmulResult[];
+  /** Per format; for q4, of the headline variant (see q4Headline). */
   summary: Partial<Record<WeightFormat, FormatSummary>>;
+  /** q4: every variant's summary, and which one is the headline (best 1B ratio). */
+  q4Variants?: Record<string, FormatSummary & { quantizesActivations: boolean }>;
+  q4Headline?: { variant: string; quantizesActivations: boolean; ratio1B: number };
   engine?: { config: string; format: WeightFormat; tokPerS: number; msPerToken: number; bufferBytes: number; memory: unknown };
   notes: string[];
 }
@@ -214,7 +229,7 @@ async function benchCopy(ctx: GpuContext, timer: Timer, pattern: GPUBuffer, byte
   return t;
 }
 
-async function benchMatmul(ctx: GpuContext, timer: Timer, pattern: GPUBuffer, s: Shape, format: WeightFormat, ws: number, reps: number): Promise<{ bytes: number; ms: number; msMin: number }> {
+async function benchMatmul(ctx: GpuContext, timer: Timer, pattern: GPUBuffer, s: Shape, format: WeightFormat, ws: number, reps: number, extra: Partial<MatmulArgs> = {}): Promise<{ bytes: number; ms: number; msMin: number }> {
   const probe = allocateMatrix(ctx, 1, s.cols, format, 'probe');
   const weightBytes = probe.rowWords * 4 * s.rows;
   probe.destroy();
@@ -229,7 +244,7 @@ async function benchMatmul(ctx: GpuContext, timer: Timer, pattern: GPUBuffer, s:
     const w = allocateMatrix(ctx, s.rows, s.cols, format, `${s.model} ${s.name} ${format} #${i}`);
     fill(ctx, pattern, w.chunks.map((c) => c.buffer));
     mats.push(w);
-    ops.push(await createMatmul(ctx, { out, x, w }));
+    ops.push(await createMatmul(ctx, { out, x, w, ...extra }));
   }
   const t = await timeReps(timer, reps, iters, (pass) => {
     for (let i = 0; i < iters; i++) ops[i % copies].encode(pass, 1);
@@ -254,6 +269,7 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
   const shapes = opts.shapes ?? (quick ? QUICK_SHAPES : SHAPES);
   const timer = new Timer(ctx);
   const notes: string[] = [];
+  const q4Variants = Q4_VARIANTS;
   const pattern = ctx.device.createBuffer({ size: 4 << 20, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
   ctx.device.queue.writeBuffer(pattern, 0, benignWords((4 << 20) / 4, 1));
   const result: KernelBenchResult = {
@@ -265,23 +281,25 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
     for (const s of shapes) {
       const mm: MatmulResult[] = [];
       for (const format of formats) {
-        const { bytes, ms, msMin } = await benchMatmul(ctx, timer, pattern, s, format, ws, reps);
-        // The copy baseline moves exactly this format's bytes, so the ratio compares like with like.
-        const c = await benchCopy(ctx, timer, pattern, bytes, ws, reps);
-        const copyGbps = gbps(bytes, c.ms);
-        result.copy.push({ model: s.model, name: `${s.name} (${format} bytes)`, bytes, ms: c.ms, gbps: copyGbps, msMin: c.msMin });
-        const r: MatmulResult = {
-          ...s, format, bytes, ms, gbps: gbps(bytes, ms), copyGbps, ratio: gbps(bytes, ms) / copyGbps,
-          msMin, copyMsMin: c.msMin, ratioBest: c.msMin / msMin,
-        };
-        mm.push(r);
-        log(`${s.model} ${s.name.padEnd(18)} ${String(s.rows).padStart(6)}x${String(s.cols).padEnd(5)} ${format.padEnd(4)} ${(bytes / 2 ** 20).toFixed(1).padStart(7)} MiB ${ms.toFixed(3).padStart(9)} ms ${r.gbps.toFixed(2).padStart(7)} GB/s  copy ${copyGbps.toFixed(2).padStart(7)} GB/s  ratio ${r.ratio.toFixed(2)} (best-of ${r.ratioBest.toFixed(2)})`);
+        for (const v of format === 'q4' ? q4Variants : [null]) {
+          const { bytes, ms, msMin } = await benchMatmul(ctx, timer, pattern, s, format, ws, reps, v?.args);
+          // The copy baseline moves exactly this format's bytes, so the ratio compares like with like.
+          const c = await benchCopy(ctx, timer, pattern, bytes, ws, reps);
+          const copyGbps = gbps(bytes, c.ms);
+          result.copy.push({ model: s.model, name: `${s.name} (${v?.name ?? format} bytes)`, bytes, ms: c.ms, gbps: copyGbps, msMin: c.msMin });
+          const r: MatmulResult = {
+            ...s, format, ...(v ? { variant: v.name } : {}), bytes, ms, gbps: gbps(bytes, ms), copyGbps, ratio: gbps(bytes, ms) / copyGbps,
+            msMin, copyMsMin: c.msMin, ratioBest: c.msMin / msMin,
+          };
+          mm.push(r);
+          log(`${s.model} ${s.name.padEnd(18)} ${String(s.rows).padStart(6)}x${String(s.cols).padEnd(5)} ${format.padEnd(4)} ${(bytes / 2 ** 20).toFixed(1).padStart(7)} MiB ${ms.toFixed(3).padStart(9)} ms ${r.gbps.toFixed(2).padStart(7)} GB/s  copy ${copyGbps.toFixed(2).padStart(7)} GB/s  ratio ${r.ratio.toFixed(2)} (best-of ${r.ratioBest.toFixed(2)})${v ? `  [${v.name}]` : ''}`);
+        }
       }
       result.matmul.push(...mm);
     }
-    for (const format of formats) {
+    const summarize = (format: WeightFormat, variant?: string): FormatSummary | null => {
       const agg = (model: '1B' | '3B') => {
-        const rs = result.matmul.filter((r) => r.format === format && r.model === model);
+        const rs = result.matmul.filter((r) => r.format === format && r.model === model && r.variant === variant);
         if (!rs.length) return null;
         const bytes = rs.reduce((a, r) => a + r.bytes, 0);
         const ms = rs.reduce((a, r) => a + r.ms, 0);
@@ -291,14 +309,32 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
       };
       const a = agg('1B');
       const b = agg('3B');
-      if (!a) continue;
-      result.summary[format] = {
+      if (!a) return null;
+      log(`summary ${variant ?? format}: 1B ${a.gbps.toFixed(2)} GB/s = ${(a.gbps / a.copy * 100).toFixed(0)}% of copy (best-of ${(a.best * 100).toFixed(0)}%)` +
+        (b ? `; 3B ${b.gbps.toFixed(2)} GB/s = ${(b.gbps / b.copy * 100).toFixed(0)}% of copy (best-of ${(b.best * 100).toFixed(0)}%)` : ''));
+      return {
         gbps1B: a.gbps, copyGbps1B: a.copy, ratio1B: a.gbps / a.copy,
         gbps3B: b?.gbps ?? null, copyGbps3B: b?.copy ?? null, ratio3B: b ? b.gbps / b.copy : null,
         ratioBest1B: a.best, ratioBest3B: b?.best ?? null,
       };
-      log(`summary ${format}: 1B ${a.gbps.toFixed(2)} GB/s = ${(a.gbps / a.copy * 100).toFixed(0)}% of copy (best-of ${(a.best * 100).toFixed(0)}%)` +
-        (b ? `; 3B ${b.gbps.toFixed(2)} GB/s = ${(b.gbps / b.copy * 100).toFixed(0)}% of copy (best-of ${(b.best * 100).toFixed(0)}%)` : ''));
+    };
+    for (const format of formats) {
+      if (format !== 'q4') {
+        const sum = summarize(format);
+        if (sum) result.summary[format] = sum;
+        continue;
+      }
+      result.q4Variants = {};
+      for (const v of q4Variants) {
+        const sum = summarize('q4', v.name);
+        if (!sum) continue;
+        result.q4Variants[v.name] = { ...sum, quantizesActivations: v.quantizesActivations };
+        if (!result.q4Headline || sum.ratio1B > result.q4Headline.ratio1B) {
+          result.q4Headline = { variant: v.name, quantizesActivations: v.quantizesActivations, ratio1B: sum.ratio1B };
+          result.summary.q4 = sum;
+        }
+      }
+      if (result.q4Headline) log(`q4 headline: ${result.q4Headline.variant} (${result.q4Headline.quantizesActivations ? 'quantizes activations to int8' : 'exact activations'}), ${(result.q4Headline.ratio1B * 100).toFixed(0)}% of copy at 1B`);
     }
     if (!opts.skipEngine) await benchEngine(ctx, result, opts, log);
     else notes.push('engine tok/s skipped (--no-engine)');
