@@ -6,11 +6,11 @@
 //   (weight = u4 − 8). Thread g owns rows 16g .. 16g+15 (as matmul_gemv_rows.wgsl: no
 //   barrier, x block loaded once for 16 rows). Dispatch ceil(rows / (16·WG)) as
 //   (min(n, 65535), ceil(n / 65535)).
-// Why SWAR and not dot4I8Packed: on SwiftShader dot4I8Packed measured no faster than the f32
-// path (it is expanded to scalar code), as did a plain vec4<i32> multiply; two MACs per u32
-// multiply measured ~10% faster than the exact f32 GEMV at 2048×2048: within noise on the
-// loaded 2-core host. A loads-only version of this kernel ran 3-4× faster: the GEMV on
-// SwiftShader is bound by per-weight ALU work, not by memory.
+// Why SWAR and not dot4I8Packed: on SwiftShader dot4I8Packed (expanded to scalar code) and a
+// plain vec4<i32> multiply measured no faster than the exact f32 GEMV; this SWAR form and a
+// 4-rows-per-thread variant of it measured 0-20% faster, within the noise of the shared
+// 2-core host. A loads-only version ran 3-4x faster: on SwiftShader this GEMV is bound by
+// per-weight work (and register pressure: a vec4 per invocation is 4 SIMD registers), not memory.
 // Host constants: Params mirrors matmulParams() in matmul.ts; WG is an override.
 
 struct Params {
