@@ -45,9 +45,10 @@ describe.skipIf(!present)('trained tiny pair: speculative greedy == target-only 
         accepted += r.stats.acceptedTokens;
       }
     }
-    // both verdict paths ran: some draft tokens stood and some were corrected (how often the
-    // trained draft agrees is a property of the pair, measured by `duet bench spec`, not asserted)
+    // Draft tokens did stand on the trained pair. Whether any were rejected depends on how well
+    // this pair agrees on these prompts (a property of the training run, measured by `duet bench
+    // spec`); the rejection paths are exercised with a noisy draft in speculative.test.ts.
     expect(accepted).toBeGreaterThan(0);
-    expect(accepted).toBeLessThan(drafted);
+    expect(accepted).toBeLessThanOrEqual(drafted);
   });
 });
