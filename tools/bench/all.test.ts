@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { AllResults } from './all.ts';
 import { MARK_END, MARK_START, REFERENCE, crossover, expectedTokensPerPass, figures, projectTokPerSec, renderReport, updateReadme } from './report.ts';
 
-const machine = { cpu: 'Test CPU', cores: 2, memBytes: 2 ** 33, node: 'v20', platform: 'linux-x64', loadavgStart: 1, loadavgEnd: 1, commit: 'abc1234' };
+const machine = { cpu: 'Test CPU', cores: 2, memBytes: 2 ** 33, node: 'v20', platform: 'linux-x64', loadavgStart: 1, loadavgEnd: 1, commit: 'abc1234', models: { start: { a: '1' }, end: { a: '1' } } };
 
 /** A results object with every section failed or skipped: the report must still reference every figure. */
 function emptyResults(): AllResults {
@@ -62,6 +62,13 @@ describe('report', () => {
     expect(markdown).toContain('**kernels failed**: WebGPUUnavailableError: none');
   });
 
+  it('flags model files that changed during the run', () => {
+    const r = emptyResults();
+    expect(renderReport(r).markdown).not.toContain('changed during the run');
+    r.machine = { ...r.machine, models: { start: { a: '1' }, end: { a: '2' } } };
+    expect(renderReport(r).markdown).toContain('changed during the run');
+  });
+
   it('README: writes between the markers, keeps the rest, and is idempotent', () => {
     const r = emptyResults();
     const fresh = updateReadme('# duet\n\nIntro.\n', r, 'bench/report.md');
@@ -97,6 +104,7 @@ describe('duet bench all --quick', () => {
       expect(res.quick).toBe(true);
       expect(res.machine.cores).toBeGreaterThan(0);
       expect(res.machine.cpu.length).toBeGreaterThan(0);
+      expect(Object.values(res.machine.models.start)).not.toContain('missing');
       expect(res.sections.spec.status).toBe('ok');
       expect(res.sections.capacity.status).toBe('ok');
       expect(res.sections.kernels.status).toBe('skipped');

@@ -6,7 +6,8 @@
 // the others still run: one broken piece must not cost the whole report.
 
 import { execSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import type { CapacityPair } from './capacity.ts';
@@ -30,6 +31,8 @@ export interface Machine {
   loadavgStart: number;
   loadavgEnd: number;
   commit: string | null;
+  /** sha256 (12 hex) of the bundled pair's weights at start and end: a pair replaced mid-run mixes two models. */
+  models: { start: Record<string, string>; end: Record<string, string> };
 }
 
 export interface AllResults {
@@ -64,6 +67,14 @@ const RTT_FULL = [0, 10, 20, 50, 100];
 const RTT_QUICK = [0, 50];
 const SESSIONS_FULL = [1, 4, 16, 64, 128];
 const SESSIONS_QUICK = [1, 4];
+
+const MODEL_FILES = ['public/models/tiny-target/model.safetensors', 'public/models/tiny-draft/model.safetensors'];
+
+function modelHashes(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of MODEL_FILES) out[f] = existsSync(f) ? createHash('sha256').update(readFileSync(f)).digest('hex').slice(0, 12) : 'missing';
+  return out;
+}
 
 function gitCommit(): string | null {
   try {
@@ -104,6 +115,7 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
   const machine: Machine = {
     cpu: cpus()[0]?.model.trim() ?? 'unknown CPU', cores: cpus().length, memBytes: totalmem(), node: process.version,
     platform: `${process.platform}-${process.arch}`, loadavgStart: loadavg()[0], loadavgEnd: 0, commit: gitCommit(),
+    models: { start: modelHashes(), end: {} },
   };
   const sections = {} as Record<SectionName, Section>;
   try {
@@ -129,6 +141,7 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
     process.off('unhandledRejection', onUnhandled);
   }
   machine.loadavgEnd = loadavg()[0];
+  machine.models.end = modelHashes();
   const data = <T>(s: Section): T | null => (s.status === 'ok' ? (s.data as T) : null);
   const results: AllResults = {
     schema: 'duet-bench-all/1', date: new Date().toISOString(), quick, machine,

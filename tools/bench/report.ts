@@ -214,6 +214,7 @@ export function renderReport(r: AllResults): { markdown: string; figures: Figure
     `- WebGPU adapter (kernels): ${r.adapters.webgpu ?? '–'}; speculative runs: ${r.adapters.spec}; capacity: ${r.adapters.capacity ?? 'cpu verifier'}; browser: ${load ? `${load.browser}, ${load.adapter ?? 'no adapter'}` : '–'}.`,
     `- Sections: ${Object.entries(r.sections).map(([n, s]) => `${n} ${s.status}${s.status !== 'skipped' ? ` (${(s.wallMs / 1000).toFixed(0)} s)` : ''}`).join(', ')}.`,
     ...Object.entries(r.sections).filter(([, s]) => s.status === 'error').map(([n, s]) => `- **${n} failed**: ${(s as { error: string }).error}`),
+    ...(r.machine.models && JSON.stringify(r.machine.models.start) !== JSON.stringify(r.machine.models.end) ? [`- **The bundled model files changed during the run** (${JSON.stringify(r.machine.models.start)} → ${JSON.stringify(r.machine.models.end)}): sections before and after measured different models.`] : []),
     ...(r.unhandledRejections.length ? [`- Unhandled rejections during the run: ${r.unhandledRejections.length} (first: ${r.unhandledRejections[0]})`] : []),
     '',
     '## Speculative decoding vs k', '',
