@@ -40,7 +40,7 @@ function niceScale(max: number): { top: number; step: number } {
   return { top: Math.ceil(max / step - 1e-9) * step, step };
 }
 
-const fmt = (v: number): string => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Number(v.toPrecision(3)).toString());
+const fmt = (v: number): string => (Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Number(v.toPrecision(3)).toString());
 
 function frame(c: ChartSpec, yMax: number): { parts: string[]; y: (v: number) => number } {
   const W = c.width ?? 640;
