@@ -14,10 +14,11 @@ import type { SamplingParams, SparseDist } from './sampling.ts';
 import type { TargetLink, Verdict } from './target-link.ts';
 import { CpuLlama } from './reference.ts';
 import { FolderSource, UrlSource, openModel, collectWeights, type ModelSource, type OpenedModel } from './loader/index.ts';
-import { WeightsCache, cacheKey, cachedPrepare, idbStore, type CachedTensor, type Prepared } from './cache.ts';
-import { createEngine, type StreamedTensor } from './gpu/index.ts';
+import { WeightsCache, cacheKey, idbStore, type CachedTensor, type Prepared } from './cache.ts';
+import { PackedWeightsError, createEngine, type StreamItem } from './gpu/index.ts';
 import type { WeightFormat } from './quantize.ts';
-import { randomWeights } from './weights.ts';
+import { f32Tensor, isPackedEntry, prepareWeights, streamItem } from './prepared.ts';
+import { expectedShapes, randomWeights } from './weights.ts';
 import { syntheticConfig } from './config.ts';
 import { Tokenizer, tokenizerHash } from './tokenizer.ts';
 import { speculate, type Provenance as SpecProvenance } from './speculative.ts';
@@ -114,25 +115,26 @@ async function startGpu(): Promise<{ ctx: GpuContext } | { error: string }> {
   }
 }
 
-async function* listStream(tensors: CachedTensor[]): AsyncIterable<StreamedTensor> {
-  yield* listStreamSync(tensors);
+/** The prepared tensors as f32 for the CPU reference (packed matrices dequantized). */
+async function* listStream(tensors: CachedTensor[]): AsyncIterable<{ name: string; shape: number[]; data: Float32Array }> {
+  for (const t of tensors) yield f32Tensor(t);
 }
 
-/** The tensors as the engine's upload stream, reporting quantize/upload progress per tensor. */
-async function* uploadStream(tensors: CachedTensor[], format: WeightFormat, onProgress: (p: LoadProgress) => void): AsyncIterable<StreamedTensor> {
+/**
+ * The prepared tensors as the engine's upload stream (pre-packed matrices go up as they
+ * are; f32 ones are packed by the engine), reporting upload progress per tensor.
+ */
+async function* uploadStream(tensors: CachedTensor[], format: WeightFormat, onProgress: (p: LoadProgress) => void): AsyncIterable<StreamItem> {
   const total = tensors.reduce((a, t) => a + t.data.byteLength, 0);
+  const packed = isPackedEntry(tensors);
   let done = 0;
-  for (const t of listStreamSync(tensors)) {
-    yield t;
+  for (const t of tensors) {
+    yield streamItem(t);
     done += t.data.byteLength;
     const fraction = done / total;
-    if (format !== 'f32') onProgress({ phase: 'quantize', fraction, detail: `${format}: packed ${mib(done)} of ${mib(total)} (f32)` });
-    onProgress({ phase: 'upload', fraction, detail: `${mib(done)} of ${mib(total)} (f32 source)` });
+    if (format !== 'f32' && !packed) onProgress({ phase: 'quantize', fraction, detail: `${format}: packed ${mib(done)} of ${mib(total)} (f32)` });
+    onProgress({ phase: 'upload', fraction, detail: `${mib(done)} of ${mib(total)} (${packed ? `pre-packed ${format}` : 'f32 source'})` });
   }
-}
-
-function* listStreamSync(tensors: CachedTensor[]): Iterable<StreamedTensor> {
-  for (const t of tensors) yield { name: t.name, shape: (t.meta?.shape as number[]) ?? [t.data.length], data: t.data as Float32Array };
 }
 
 let liveCtx: GpuContext | null = null;
@@ -409,67 +411,80 @@ async function runBaseline(d: Draft, g: Gateway, req: RunRequest, onEvent: (e: R
 
 // ---- the API ----
 
-const api: DuetWorkerApi = {
-  async loadDraft(opts: LoadOptions, onProgress: (p: LoadProgress) => void): Promise<DraftInfo> {
-    const t0 = now();
-    disposeDraft();
-    const { source, name } = sourceOf(opts);
-    let opened: OpenedModel;
-    let prepared: Prepared;
+/** Elements of every tensor the forward uses (the draft's parameter count). */
+const paramCount = (c: OpenedModel['config']): number => [...expectedShapes(c).values()].reduce((a, sh) => a + sh.reduce((x, y) => x * y, 1), 0);
+
+async function loadDraftOnce(opts: LoadOptions, onProgress: (p: LoadProgress) => void, mayRetry: boolean): Promise<DraftInfo> {
+  const t0 = now();
+  disposeDraft();
+  const { source, name } = sourceOf(opts);
+  const format: WeightFormat = opts.quant === 'q4' ? 'q4' : opts.quant === 'q8' ? 'q8' : 'f32';
+  const gpu = opts.forceCpu ? { error: 'CPU chosen in the settings.' } : await startGpu();
+  // On WebGPU the cache holds the matrices packed in the engine's format, so a hit skips the
+  // download and the packing; the CPU reference runs f32, so it caches the decoded tensors.
+  const cacheFormat: WeightFormat = 'ctx' in gpu ? format : 'f32';
+  let opened: OpenedModel;
+  let prepared: Prepared;
+  let key: string;
+  try {
+    opened = await openModel(source, { onProgress: (p) => onProgress({ phase: 'download', fraction: fractionOf(p.loadedBytes, p.totalBytes), detail: `${p.file} · ${mib(p.loadedBytes)}${Number.isFinite(p.totalBytes) ? ` of ${mib(p.totalBytes)}` : ''}` }) });
+    key = await cacheKey({ sourceId: source.id, configJson: opened.configJson, files: opened.weightFiles }, cacheFormat);
+    prepared = await prepareWeights(weightsCache(), key, name, cacheFormat, () => opened.tensors(), paramCount(opened.config) * 4, onProgress);
+    await opened.close();
+  } catch (err) {
+    if ('ctx' in gpu) gpu.ctx.device.destroy();
+    fail('load-failed', `Could not load the draft model "${name}": ${errorText(err)}`, 'Check the model source (config.json, tokenizer.json and *.safetensors are needed) and retry.');
+  }
+  const cachedBytes = prepared.tensors.reduce((a, t) => a + t.data.byteLength, 0);
+  if (prepared.fromCache) onProgress({ phase: 'download', fraction: 1, detail: `skipped: ${mib(cachedBytes)} (${cacheFormat}) from the browser cache` });
+  onProgress({ phase: 'cache', fraction: 1, detail: prepared.fromCache ? `Loaded ${cacheFormat} weights from the browser cache (IndexedDB).` : prepared.notice ?? `Cached ${mib(cachedBytes)} (${cacheFormat}) for the next visit.` });
+  if (!opened.tokenizerJson) fail('load-failed', `The draft model "${name}" has no tokenizer.json.`, 'Add the tokenizer.json of the model family to the folder.');
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = new Tokenizer(opened.tokenizerJson, opened.tokenizerConfig);
+  } catch (err) {
+    fail('load-failed', `The draft's tokenizer does not load: ${errorText(err)}`, 'Check tokenizer.json and tokenizer_config.json.');
+  }
+  const config = opened.config;
+  const maxContext = Math.min(config.maxPositionEmbeddings, 2048);
+  let model: CausalLM;
+  let fallbackReason: string | null = null;
+  let adapter: string | null = null;
+  let gpuBytes = 0;
+  if ('ctx' in gpu) {
     try {
-      opened = await openModel(source, { onProgress: (p) => onProgress({ phase: 'download', fraction: fractionOf(p.loadedBytes, p.totalBytes), detail: `${p.file} · ${mib(p.loadedBytes)}${Number.isFinite(p.totalBytes) ? ` of ${mib(p.totalBytes)}` : ''}` }) });
-      const key = await cacheKey({ sourceId: source.id, configJson: opened.configJson, files: opened.weightFiles }, 'f32');
-      // The cache holds the decoded f32 tensors (HF names): a hit skips the download and
-      // the dtype conversion; packing to q8/q4 happens on upload either way.
-      prepared = await cachedPrepare(weightsCache(), key, { name, format: 'f32' }, async () => {
-        const tensors: CachedTensor[] = [];
-        for await (const t of opened.tensors()) tensors.push({ name: t.name, data: t.data, meta: { shape: t.shape } });
-        return { tensors };
-      });
-      await opened.close();
+      const engine = await createEngine(gpu.ctx, config, uploadStream(prepared.tensors, format, onProgress), { format, maxContext });
+      watchDevice(gpu.ctx);
+      model = engine;
+      adapter = gpu.ctx.adapterName;
+      gpuBytes = engine.bufferBytes;
     } catch (err) {
-      fail('load-failed', `Could not load the draft model "${name}": ${errorText(err)}`, 'Check the model source (config.json, tokenizer.json and *.safetensors are needed) and retry.');
-    }
-    const cachedBytes = prepared.tensors.reduce((a, t) => a + t.data.byteLength, 0);
-    if (prepared.fromCache) onProgress({ phase: 'download', fraction: 1, detail: `skipped: ${mib(cachedBytes)} from the browser cache` });
-    onProgress({ phase: 'cache', fraction: 1, detail: prepared.fromCache ? 'Loaded from the browser cache (IndexedDB).' : prepared.notice ?? `Cached ${mib(cachedBytes)} for the next visit.` });
-    if (!opened.tokenizerJson) fail('load-failed', `The draft model "${name}" has no tokenizer.json.`, 'Add the tokenizer.json of the model family to the folder.');
-    let tokenizer: Tokenizer;
-    try {
-      tokenizer = new Tokenizer(opened.tokenizerJson, opened.tokenizerConfig);
-    } catch (err) {
-      fail('load-failed', `The draft's tokenizer does not load: ${errorText(err)}`, 'Check tokenizer.json and tokenizer_config.json.');
-    }
-    const config = opened.config;
-    const maxContext = Math.min(config.maxPositionEmbeddings, 2048);
-    const format: WeightFormat = opts.quant === 'q4' ? 'q4' : opts.quant === 'q8' ? 'q8' : 'f32';
-    let model: CausalLM;
-    let fallbackReason: string | null = null;
-    let adapter: string | null = null;
-    let gpuBytes = 0;
-    const gpu = opts.forceCpu ? { error: 'CPU chosen in the settings.' } : await startGpu();
-    if ('ctx' in gpu) {
-      try {
-        const engine = await createEngine(gpu.ctx, config, uploadStream(prepared.tensors, format, onProgress), { format, maxContext });
-        watchDevice(gpu.ctx);
-        model = engine;
-        adapter = gpu.ctx.adapterName;
-        gpuBytes = engine.bufferBytes;
-      } catch (err) {
-        gpu.ctx.device.destroy();
-        fallbackReason = `The WebGPU engine could not start: ${errorText(err)}.`;
+      gpu.ctx.device.destroy();
+      // A cached entry that no longer fits the engine (layout changed without a version
+      // bump, corrupted storage): drop it and prepare once more from the source.
+      if (err instanceof PackedWeightsError && prepared.fromCache && mayRetry) {
+        await weightsCache()?.delete(key);
+        return loadDraftOnce(opts, onProgress, false);
       }
-    } else fallbackReason = gpu.error;
-    model ??= new CpuLlama(config, await collectWeights(config, listStream(prepared.tensors)), maxContext);
-    const params = prepared.tensors.reduce((a, t) => a + (t.data.byteLength >> 2), 0);
-    const eos = opened.generationConfig?.eosTokenIds ?? config.eosTokenIds;
-    const info: DraftInfo = {
-      name, backend: model instanceof CpuLlama ? 'cpu' : 'webgpu', format: model instanceof CpuLlama ? 'f32' : format, gpuBytes, cacheNotice: prepared.notice,
-      fallbackReason, adapter, fromCache: prepared.fromCache, loadMs: now() - t0,
-      params, vocabSize: config.vocabSize, tokenizerHash: await tokenizerHash(opened.tokenizerJson), hasChatTemplate: tokenizer.hasChatTemplate,
-    };
-    draft = { model, tokenizer, eosTokenIds: [...eos, ...(tokenizer.eosId !== null && !eos.includes(tokenizer.eosId) ? [tokenizer.eosId] : [])], info };
-    return info;
+      fallbackReason = `The WebGPU engine could not start: ${errorText(err)}.`;
+    }
+  } else fallbackReason = gpu.error;
+  const packed = isPackedEntry(prepared.tensors);
+  if (fallbackReason !== null && packed) fallbackReason += ` The CPU runs the ${format} weights dequantized to f32.`;
+  model ??= new CpuLlama(config, await collectWeights(config, listStream(prepared.tensors)), maxContext);
+  const eos = opened.generationConfig?.eosTokenIds ?? config.eosTokenIds;
+  const info: DraftInfo = {
+    name, backend: model instanceof CpuLlama ? 'cpu' : 'webgpu', format: model instanceof CpuLlama && !packed ? 'f32' : format, gpuBytes, cacheNotice: prepared.notice,
+    fallbackReason, adapter, fromCache: prepared.fromCache, loadMs: now() - t0,
+    params: paramCount(config), vocabSize: config.vocabSize, tokenizerHash: await tokenizerHash(opened.tokenizerJson), hasChatTemplate: tokenizer.hasChatTemplate,
+  };
+  draft = { model, tokenizer, eosTokenIds: [...eos, ...(tokenizer.eosId !== null && !eos.includes(tokenizer.eosId) ? [tokenizer.eosId] : [])], info };
+  return info;
+}
+
+const api: DuetWorkerApi = {
+  loadDraft(opts: LoadOptions, onProgress: (p: LoadProgress) => void): Promise<DraftInfo> {
+    return loadDraftOnce(opts, onProgress, true);
   },
 
   async connect(opts: GatewayOptions, onNotice: (n: WorkerNotice) => void): Promise<GatewayInfo> {

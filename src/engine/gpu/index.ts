@@ -5,6 +5,6 @@
 //   const top = await lm.forwardTopK([id], lm.length, 40);     // sampling: 2k words per row
 //   lm.rollback(n);                                            // O(1)
 // lm.memory / lm.bufferBytes report the GPU buffers; planBuffers() gives them without a device.
-export { WebGpuLlama, createEngine, type MemoryReport, type StreamedTensor, type WeightsInput } from './llama.ts';
+export { PackedWeightsError, WebGpuLlama, createEngine, type MemoryReport, type StreamItem, type StreamedPacked, type StreamedTensor, type WeightsInput } from './llama.ts';
 export { type GpuEngineOptions, type MemoryPlan, planBuffers, resolveOptions } from './plan.ts';
 export type { TopkRow } from '../../kernels/topk.ts';

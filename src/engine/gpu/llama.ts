@@ -6,7 +6,7 @@
 
 import { type LlamaConfig, kvDim, qDim, ropeInvFreq } from '../config.ts';
 import type { CausalLM } from '../model.ts';
-import { packMatrix, packedByteLength } from '../quantize.ts';
+import { type PackedMatrix, packMatrix, packedByteLength } from '../quantize.ts';
 import { type LayerWeights, type LlamaWeights, expectedShapes, layerTensorNames } from '../weights.ts';
 import { type GpuContext, GpuOutOfMemoryError, createBufferFrom } from '../../kernels/gpu.ts';
 import { type GpuMatrix, MATMUL_PARAMS_BYTES, allocateMatrix, createMatmul, writeMatrixRows } from '../../kernels/matmul.ts';
@@ -29,7 +29,26 @@ export interface StreamedTensor {
   data: Float32Array;
 }
 
-export type WeightsInput = LlamaWeights | AsyncIterable<StreamedTensor>;
+/**
+ * A matrix already packed in the engine's format (the prepared-weights cache): uploaded as
+ * is, so a cached load skips packMatrix. Norms and other 1-D tensors always come as f32.
+ */
+export interface StreamedPacked {
+  name: string;
+  packed: PackedMatrix;
+}
+
+export type StreamItem = StreamedTensor | StreamedPacked;
+
+export type WeightsInput = LlamaWeights | AsyncIterable<StreamItem>;
+
+/** A pre-packed tensor that does not fit the engine (other format, shape or layout). */
+export class PackedWeightsError extends Error {
+  override name = 'PackedWeightsError';
+  constructor(readonly tensor: string, message: string) {
+    super(`${tensor}: ${message}; drop the cached weights (Models view) so they are prepared again from the source`);
+  }
+}
 
 export interface MemoryReport {
   weights: number;
@@ -67,6 +86,13 @@ interface LayerOps {
   swiglu: Op<number>;
   wDown: Op<number>;
   addFfn: Op<number>;
+}
+
+/** Where one HF tensor goes: its expected shape, its f32 writer, and its matrix if it is one. */
+interface Target {
+  shape: number[];
+  write: (data: Float32Array) => void;
+  matrix?: GpuMatrix;
 }
 
 type Output = { kind: 'logits' } | { kind: 'argmax' } | { kind: 'topk'; k: number };
@@ -395,20 +421,36 @@ export class WebGpuLlama implements CausalLM {
   }
 
   /** Destination of every HF tensor name, with the shape it must have. */
-  private targets(): Map<string, { shape: number[]; write: (data: Float32Array) => void }> {
+  private targets(): Map<string, Target> {
     const shapes = expectedShapes(this.config);
-    const t = new Map<string, { shape: number[]; write: (data: Float32Array) => void }>();
-    const put = (name: string, write: (d: Float32Array) => void) => t.set(name, { shape: shapes.get(name)!, write });
-    put('model.embed_tokens.weight', (d) => this.writeMatrix(this.embed, d));
-    put('model.norm.weight', (d) => this.writeVector(this.finalNorm, d));
-    if (!this.config.tieWordEmbeddings) put('lm_head.weight', (d) => this.writeMatrix(this.lmHead, d));
+    const t = new Map<string, Target>();
+    const vector = (name: string, b: GPUBuffer) => t.set(name, { shape: shapes.get(name)!, write: (d) => this.writeVector(b, d) });
+    const matrix = (name: string, m: GpuMatrix) => t.set(name, { shape: shapes.get(name)!, write: (d) => this.writeMatrix(m, d), matrix: m });
+    matrix('model.embed_tokens.weight', this.embed);
+    vector('model.norm.weight', this.finalNorm);
+    if (!this.config.tieWordEmbeddings) matrix('lm_head.weight', this.lmHead);
     this.layers.forEach((L, l) => {
       const names = layerTensorNames(l);
-      put(names.attnNorm, (d) => this.writeVector(L.attnNorm, d));
-      put(names.ffnNorm, (d) => this.writeVector(L.ffnNorm, d));
-      for (const k of MATRIX_KEYS) put(names[k], (d) => this.writeMatrix(L.m[k], d));
+      vector(names.attnNorm, L.attnNorm);
+      vector(names.ffnNorm, L.ffnNorm);
+      for (const k of MATRIX_KEYS) matrix(names[k], L.m[k]);
     });
     return t;
+  }
+
+  /** Upload a pre-packed matrix after checking it is exactly what writeMatrix would produce. */
+  private writePacked(name: string, t: Target, p: PackedMatrix): void {
+    const m = t.matrix;
+    if (!m) throw new PackedWeightsError(name, `a ${t.shape.length}-D tensor must come as f32, not packed (${p.format})`);
+    if (p.format !== m.format) throw new PackedWeightsError(name, `packed as ${p.format}, but the engine runs ${m.format}`);
+    if (p.rows !== m.rows || p.cols !== m.cols) throw new PackedWeightsError(name, `packed shape [${p.rows}, ${p.cols}] does not match the config's [${m.rows}, ${m.cols}]`);
+    if (p.rowWords !== m.rowWords || p.scaleWordOffset !== m.scaleWordOffset || p.colsPadded !== m.colsPadded) {
+      throw new PackedWeightsError(name, `packed row layout (${p.rowWords} words, scales at ${p.scaleWordOffset}) is not the ${m.format} layout (${m.rowWords} words, scales at ${m.scaleWordOffset})`);
+    }
+    if (!(p.data instanceof Uint32Array) || p.data.length !== m.rows * m.rowWords) {
+      throw new PackedWeightsError(name, `packed data holds ${p.data?.byteLength ?? 0} bytes, the ${m.format} layout needs ${m.rows * m.rowWords * 4}`);
+    }
+    writeMatrixRows(this.ctx, m, 0, p.data);
   }
 
   private async upload(weights: WeightsInput): Promise<void> {
@@ -425,7 +467,16 @@ export class WebGpuLlama implements CausalLM {
       seen.add(name);
     };
     if (Symbol.asyncIterator in weights) {
-      for await (const t of weights) take(t.name, t.data, t.shape);
+      for await (const t of weights) {
+        if (!('packed' in t)) {
+          take(t.name, t.data, t.shape);
+          continue;
+        }
+        const target = targets.get(t.name);
+        if (!target) continue;
+        this.writePacked(t.name, target, t.packed);
+        seen.add(t.name);
+      }
     } else {
       const w = weights;
       take('model.embed_tokens.weight', w.embed);
