@@ -180,6 +180,7 @@ export async function writeReport(out: string, results: AllResults): Promise<str
 
 const USAGE = `usage: duet bench all --out DIR [--quick] [--skip kernels,spec,capacity,sidecar,loadtime]
                       [--verifier cpu|webgpu] [--browser-gpu]
+       duet bench all --from DIR [--out DIR2]   (re-render report.md + SVGs from DIR/results.json)
        duet bench readme --from DIR [--readme README.md]
   all     runs every benchmark; writes DIR/results.json, DIR/report.md and DIR/*.svg
   readme  writes the headline table from DIR/results.json between the README's
@@ -217,7 +218,15 @@ export async function runCli(suite: 'all' | 'readme', argv: string[]): Promise<n
     console.error(`wrote the results table into ${readmePath} from ${join(f.from, 'results.json')}`);
     return 0;
   }
-  const f = parseFlags(argv, ['out', 'quick', 'skip', 'verifier', 'browser-gpu']);
+  const f = parseFlags(argv, ['out', 'quick', 'skip', 'verifier', 'browser-gpu', 'from']);
+  if (typeof f.from === 'string') {
+    // re-render report.md and the figures from an earlier run's results.json (no measuring)
+    const results = JSON.parse(readFileSync(join(f.from, 'results.json'), 'utf8')) as AllResults;
+    const out = typeof f.out === 'string' ? f.out : f.from;
+    await writeReport(out, results);
+    console.error(`rendered ${join(out, 'report.md')} from ${join(f.from, 'results.json')}`);
+    return 0;
+  }
   if (f.verifier !== undefined && f.verifier !== 'cpu' && f.verifier !== 'webgpu') throw new BenchAllUsageError(`--verifier expects cpu or webgpu, got "${f.verifier}"`);
   if (typeof f.out !== 'string') throw new BenchAllUsageError(`--out DIR is required\n${USAGE}`);
   const skip = typeof f.skip === 'string' ? f.skip.split(',').filter(Boolean) : [];

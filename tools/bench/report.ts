@@ -151,14 +151,16 @@ function capacityFigures(r: AllResults, cap: string): Figure[] {
 function kernelFigure(r: AllResults, cap: string): Figure {
   const k = ok<KernelBenchResult>(r.sections.kernels);
   const shapes = [...new Set(k?.matmul.map((m) => `${m.model} ${m.name}`) ?? [])];
-  const formats = [...new Set(k?.matmul.map((m) => m.format) ?? [])];
+  // q4 may be measured in several kernel variants: one series each
+  const key = (m: KernelBenchResult['matmul'][number]): string => m.variant ?? m.format;
+  const formats = [...new Set(k?.matmul.map(key) ?? [])];
   const title = `Decode matmul bandwidth / copy-kernel bandwidth${k ? '' : ` (${why(r.sections.kernels)})`}`;
   return {
     file: 'kernels-ratio.svg', title,
     svg: barChart({
       title, caption: `${cap} · ${k?.adapter ?? 'no adapter'}`, width: 1000, xLabel: 'layer shape (m = 1)', yLabel: 'matmul GB/s ÷ copy GB/s',
       categories: shapes.map((s) => s.replace(/_proj/g, '').replace(' (tied)', '')), refLine: { y: 1, label: 'copy kernel' },
-      series: formats.map((f) => ({ name: f, values: shapes.map((s) => k?.matmul.find((m) => `${m.model} ${m.name}` === s && m.format === f)?.ratio ?? null) })),
+      series: formats.map((f) => ({ name: f, values: shapes.map((s) => k?.matmul.find((m) => `${m.model} ${m.name}` === s && key(m) === f)?.ratio ?? null) })),
     }),
   };
 }
@@ -243,7 +245,10 @@ export function renderReport(r: AllResults): { markdown: string; figures: Figure
   L.push('## Kernel bandwidth', '', img(by('kernels-ratio.svg')), '');
   if (kern) {
     L.push(`Adapter ${kern.adapter}, timing ${kern.timing}, working set ${mib(kern.workingSetBytes)}, median of ${kern.reps}.`, '', '| format | 1B GB/s | copy GB/s | ratio 1B | ratio 3B |', '|---|---|---|---|---|');
-    for (const [f, s] of Object.entries(kern.summary)) L.push(`| ${f} | ${n2(s!.gbps1B, 3)} | ${n2(s!.copyGbps1B, 3)} | ${n2(s!.ratio1B)} | ${n2(s!.ratio3B)} |`);
+    const rows = { ...kern.summary, ...(kern.q4Variants ?? {}) };
+    delete (rows as Record<string, unknown>).q4; // shown per variant
+    if (!kern.q4Variants && kern.summary.q4) (rows as Record<string, unknown>).q4 = kern.summary.q4;
+    for (const [f, s] of Object.entries(rows)) L.push(`| ${f}${kern.q4Headline?.variant === f ? ' (q4 headline)' : ''} | ${n2(s!.gbps1B, 3)} | ${n2(s!.copyGbps1B, 3)} | ${n2(s!.ratio1B)} | ${n2(s!.ratio3B)} |`);
     if (kern.engine) L.push('', `Engine decode on ${kern.engine.config}, ${kern.engine.format}: ${n2(kern.engine.tokPerS)} tok/s, ${mib(kern.engine.bufferBytes)} of GPU buffers.`);
     L.push('');
   } else L.push(why(r.sections.kernels), '');
