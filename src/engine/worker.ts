@@ -115,7 +115,7 @@ async function startGpu(): Promise<{ ctx: GpuContext } | { error: string }> {
   }
 }
 
-/** The prepared tensors as f32 for the CPU reference (packed matrices dequantized). */
+/** The prepared tensors as f32 for the CPU reference (only f32 entries reach it). */
 async function* listStream(tensors: CachedTensor[]): AsyncIterable<{ name: string; shape: number[]; data: Float32Array }> {
   for (const t of tensors) yield f32Tensor(t);
 }
@@ -469,12 +469,22 @@ async function loadDraftOnce(opts: LoadOptions, onProgress: (p: LoadProgress) =>
       fallbackReason = `The WebGPU engine could not start: ${errorText(err)}.`;
     }
   } else fallbackReason = gpu.error;
-  const packed = isPackedEntry(prepared.tensors);
-  if (fallbackReason !== null && packed) fallbackReason += ` The CPU runs the ${format} weights dequantized to f32.`;
+  if (fallbackReason !== null && isPackedEntry(prepared.tensors)) {
+    // The GPU engine failed after the packed weights were prepared: the CPU reference runs
+    // f32, so read the source again (through the f32 cache entry) rather than dequantize.
+    try {
+      const again = await openModel(source);
+      const f32Key = await cacheKey({ sourceId: source.id, configJson: again.configJson, files: again.weightFiles }, 'f32');
+      prepared = await prepareWeights(weightsCache(), f32Key, name, 'f32', () => again.tensors(), paramCount(config) * 4);
+      await again.close();
+    } catch (err) {
+      fail('load-failed', `${fallbackReason} Loading the f32 weights for the CPU fallback failed too: ${errorText(err)}`, 'Check the model source and retry.');
+    }
+  }
   model ??= new CpuLlama(config, await collectWeights(config, listStream(prepared.tensors)), maxContext);
   const eos = opened.generationConfig?.eosTokenIds ?? config.eosTokenIds;
   const info: DraftInfo = {
-    name, backend: model instanceof CpuLlama ? 'cpu' : 'webgpu', format: model instanceof CpuLlama && !packed ? 'f32' : format, gpuBytes, cacheNotice: prepared.notice,
+    name, backend: model instanceof CpuLlama ? 'cpu' : 'webgpu', format: model instanceof CpuLlama ? 'f32' : format, gpuBytes, cacheNotice: prepared.notice,
     fallbackReason, adapter, fromCache: prepared.fromCache, loadMs: now() - t0,
     params: paramCount(config), vocabSize: config.vocabSize, tokenizerHash: await tokenizerHash(opened.tokenizerJson), hasChatTemplate: tokenizer.hasChatTemplate,
   };
