@@ -97,7 +97,7 @@ describe('duet bench all --quick', () => {
   it('runs (spec + capacity; kernels, sidecar and browser have their own tests) and writes a well-formed report', () => {
     const out = mkdtempSync(join(tmpdir(), 'duet-bench-all-'));
     try {
-      const r = spawnSync(process.execPath, ['bin/duet.mjs', 'bench', 'all', '--out', out, '--quick', '--skip', 'kernels,sidecar,loadtime'], { encoding: 'utf8', timeout: 240_000 });
+      const r = spawnSync(process.execPath, ['bin/duet.mjs', 'bench', 'all', '--out', out, '--quick', '--skip', 'kernels,sidecar,loadtime'], { encoding: 'utf8', timeout: 290_000 });
       expect(r.status, r.stderr.slice(-3000)).toBe(0);
       const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as AllResults;
       expect(res.schema).toBe('duet-bench-all/1');
