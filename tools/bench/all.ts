@@ -118,8 +118,9 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
     models: { start: modelHashes(), end: {} },
   };
   const sections = {} as Record<SectionName, Section>;
+  // Kernels take 3 timed repeats here (5 in `duet bench kernels`) to keep the whole suite inside 15 minutes.
   try {
-    sections.kernels = await timed('kernels', skip, log, async () => (await import('./kernels.ts')).runKernelBench({ quick, log }));
+    sections.kernels = await timed('kernels', skip, log, async () => (await import('./kernels.ts')).runKernelBench({ quick, log, ...(quick ? {} : { reps: 3 }) }));
     sections.spec = await timed('spec', skip, log, async () => (await import('./spec.ts')).runSpecBench({ quick, rttMs, ...(quick ? { prompts: 1, maxTokens: 8 } : { prompts: 4, maxTokens: 48 }), skipCapacity: true, skipSidecar: true, log }));
     sections.capacity = await timed('capacity', skip, log, async () => {
       const { loadTinyPair, runCapacity } = await import('./capacity.ts');
