@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import type { SamplingParams } from '../engine/sampling.ts';
 import type { TargetLink } from '../engine/target-link.ts';
 import { LocalTarget } from '../engine/local-target.ts';
-import { DelayedLink, baseline, speculate, type Provenance } from '../engine/speculative.ts';
+import { DelayedLink, baseline, speculate, type Provenance, type SpecStats } from '../engine/speculative.ts';
 import { validateSampling } from '../engine/sampler.ts';
 import { Tokenizer, tokenizerHash } from '../engine/tokenizer.ts';
 import { type Backend, UsageError, num, openBackend, parseBackend, parseQuant } from './generate.ts';
@@ -29,27 +29,18 @@ const HELP = `usage: duet speculate --draft DIR (--target DIR | --gateway URL) (
   --backend cpu|webgpu draft (and local target) backend, default cpu; --quant none|f16|bf16|q8|q4
   --json               print one JSON object (otherwise text, then a stats line on stderr)`;
 
-export interface SpeculateReport {
+/** The stats fields come from the controller's SpecStats, so the two cannot drift apart. */
+type ReportedStats = Pick<SpecStats, 'acceptanceRate' | 'meanAcceptedPerRound' | 'tokensPerTargetPass' | 'targetPasses' |
+  'draftMsPerToken' | 'verifyMsPerPass' | 'roundMs' | 'wallMs' | 'tokPerSec' | 'ttftMs' | 'rounds' | 'pipelineHits' | 'wastedDraftTokens'>;
+
+export interface SpeculateReport extends ReportedStats {
   text: string | null;
   tokens: number[];
   promptTokens: number;
   stopReason: string;
-  acceptanceRate: number;
-  meanAcceptedPerRound: number;
-  tokensPerTargetPass: number;
-  targetPasses: number;
-  draftMsPerToken: number;
-  verifyMsPerPass: number;
-  roundMs: number;
-  wallMs: number;
-  tokPerSec: number;
-  ttftMs: number;
-  rounds: number;
   meanK: number;
   kHistory: number[];
   provenance: Record<Provenance, number>;
-  pipelineHits: number;
-  wastedDraftTokens: number;
   settings: Record<string, unknown>;
   baseline?: { text: string | null; tokens: number[]; tokPerSec: number; targetPasses: number; wallMs: number; ttftMs: number };
   speedup?: number;
