@@ -12,6 +12,7 @@
 import decodeSrc from './matmul_decode.wgsl?raw';
 import gemvSrc from './matmul_gemv.wgsl?raw';
 import gemvRowsSrc from './matmul_gemv_rows.wgsl?raw';
+import gemvBlockSrc from './matmul_gemv_block.wgsl?raw';
 import gemvSubgroupsSrc from './matmul_gemv_subgroups.wgsl?raw';
 import gemvQ4Q8xSrc from './matmul_gemv_q4_q8x.wgsl?raw';
 import q8xSrc from './matmul_q8x.wgsl?raw';
@@ -182,7 +183,8 @@ export function matmulShaderCode(kind: MatmulKernel, format: WeightFormat, opts:
       kernel.replace(/\/\/#reduce[\s\S]*\/\/#end/, tail)
         .replace('/*#sgargs*/', ', @builtin(subgroup_invocation_id) sgLane: u32, @builtin(subgroup_size) sgSize: u32');
   }
-  return `${kernel}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}`;
+  const block = kind === 'tiled' ? '' : `\n${gemvBlockSrc}`;
+  return `${kernel}${block}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}`;
 }
 
 /** True for adapters that emulate the GPU on CPU cores, where the barrier-free GEMV wins. */
