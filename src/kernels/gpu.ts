@@ -26,6 +26,8 @@ export interface GpuContext {
   adapterName: string;
   /** Optional features that were found and enabled. */
   hasSubgroups: boolean;
+  /** The adapter's subgroup size range (adapter.info), where it reports one. */
+  subgroupSizes: { min: number; max: number } | null;
   hasF16: boolean;
   limits: GPUSupportedLimits;
   /** Set by the owner; receives device loss and uncaptured validation/OOM errors. */
@@ -126,6 +128,7 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Gp
     device,
     adapterName,
     hasSubgroups,
+    subgroupSizes: info?.subgroupMinSize && info.subgroupMaxSize ? { min: info.subgroupMinSize, max: info.subgroupMaxSize } : null,
     hasF16,
     limits: device.limits,
     onError: (err) => {

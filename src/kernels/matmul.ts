@@ -1,9 +1,9 @@
 // Host side of the matmul kernels: out(m, rows) = x(m, cols) · Wᵀ for packed weights W in
 // every format (f32, f16, bf16, q8, q4; layout in src/engine/quantize.ts). For m = 1 (decode,
 // bandwidth-bound) a GEMV: matmul_gemv.wgsl ('coop': threads split a row's blocks, coalesced,
-// one barrier; optional subgroup reduction) on GPUs, matmul_gemv_rows.wgsl ('rows': 16 rows
-// per thread, no barrier) on CPU adapters such as SwiftShader, where barriers and per-lane
-// loads are what costs. For m > 1 (prefill, k+1 verify) matmul_tiled.wgsl. Every kernel
+// one barrier; optional subgroup reduction) on GPUs, matmul_gemv_rows.wgsl ('rows': 8 rows
+// per thread, no barrier, no vector shifts; optional subgroup-shared x loads) on CPU adapters
+// such as SwiftShader, where barriers, per-lane loads and shifts are what costs. For m > 1 (prefill, k+1 verify) matmul_tiled.wgsl. Every kernel
 // is core WGSL + one decoder section of matmul_decode.wgsl + one x-access section of
 // matmul_x.wgsl (vec4 loads when x is 16-byte aligned). Matrices larger than one storage
 // binding are split into row chunks, each its own buffer and its own dispatch. Activations
@@ -125,7 +125,7 @@ export interface MatmulArgs {
   xStride?: number;
   /** GEMV form for m = 1: 'rows' (barrier-free; default on CPU adapters) or 'coop' (default elsewhere). */
   gemv?: 'rows' | 'coop';
-  /** Use the subgroup reduction in the coop GEMV (default: when the device has `subgroups`). */
+  /** Use the GEMV's subgroup variant (coop: subgroup reduction; rows: x quads loaded once per subgroup and broadcast). Default: when the device has `subgroups`. */
   subgroups?: boolean;
   /** Threads per GEMV workgroup (tuning; default 64 coop, 16 rows). */
   gemvWorkgroupSize?: number;
@@ -177,11 +177,12 @@ function section(src: string, tag: string, name: string): string {
 export function matmulShaderCode(kind: MatmulKernel, format: WeightFormat, opts: { subgroups?: boolean; xVec4?: boolean } = {}): string {
   let kernel = kind === 'coop' ? gemvSrc : kind === 'rows' ? gemvRowsSrc : tiledSrc;
   if (opts.subgroups) {
-    if (kind !== 'coop') throw new MatmulShapeError(`the ${kind} matmul kernel has no subgroup variant`);
-    const tail = gemvSubgroupsSrc.split('\n').filter((l) => !l.startsWith('//')).join('\n');
+    if (kind === 'tiled') throw new MatmulShapeError('the tiled matmul kernel has no subgroup variant');
+    const part = section(gemvSubgroupsSrc, 'part', kind).split('\n').filter((l) => !l.startsWith('//')).join('\n');
+    kernel = kind === 'coop' ? kernel.replace(/\/\/#reduce[\s\S]*\/\/#end/, part)
+      : kernel.replace(/\/\/#x\n[\s\S]*\/\/#end/, part).replace('0u/*#sglane*/', 'sgLane');
     kernel = 'enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n' +
-      kernel.replace(/\/\/#reduce[\s\S]*\/\/#end/, tail)
-        .replace('/*#sgargs*/', ', @builtin(subgroup_invocation_id) sgLane: u32, @builtin(subgroup_size) sgSize: u32');
+      kernel.replace('/*#sgargs*/', ', @builtin(subgroup_invocation_id) sgLane: u32, @builtin(subgroup_size) sgSize: u32');
   }
   const block = kind === 'tiled' ? '' : `\n${gemvBlockSrc}`;
   return `${kernel}${block}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}`;
@@ -246,7 +247,9 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
     if (w.format !== 'q4') throw new MatmulShapeError(`createMatmul: xQuant 'q8' is for q4 weights, not ${w.format}; drop the option`);
   }
   const gemvKind = args.gemv ?? (isCpuAdapter(ctx) ? 'rows' : 'coop');
-  const subgroups = gemvKind === 'coop' && (args.subgroups ?? ctx.hasSubgroups);
+  // The rows GEMV's subgroup part assumes 4-lane subgroups (SwiftShader's SIMD width).
+  const sg4 = ctx.hasSubgroups && ctx.subgroupSizes?.min === 4 && ctx.subgroupSizes.max === 4;
+  const subgroups = args.subgroups ?? (gemvKind === 'rows' ? sg4 : ctx.hasSubgroups);
   const wg = args.gemvWorkgroupSize ?? (gemvKind === 'rows' ? 16 : 64);
   const rowsPerGroup = args.gemvRows ?? 16;
   for (const [k, v] of Object.entries({ outOffset, xOffset, outStride, xStride, wg, rowsPerGroup })) {
@@ -254,6 +257,9 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   }
   if (outStride < w.rows || xStride < w.cols) throw new MatmulShapeError(`createMatmul: strides (out ${outStride}, x ${xStride}) smaller than the ${w.rows}×${w.cols} matrix`);
   if (args.subgroups && !ctx.hasSubgroups) throw new MatmulShapeError('createMatmul: subgroups requested but the device has no `subgroups` feature');
+  if (args.subgroups && gemvKind === 'rows' && !sg4) {
+    throw new MatmulShapeError(`createMatmul: the rows GEMV's subgroup variant needs subgroups of exactly 4 lanes; this adapter reports ${ctx.subgroupSizes ? `${ctx.subgroupSizes.min}..${ctx.subgroupSizes.max}` : 'no size'}; drop the option`);
+  }
   if (wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new MatmulShapeError(`createMatmul: gemvWorkgroupSize ${wg} outside 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}`);
   if (rowsPerGroup < 1 || rowsPerGroup > wg || rowsPerGroup * wg * 4 > ctx.limits.maxComputeWorkgroupStorageSize) {
     throw new MatmulShapeError(`createMatmul: gemvRows ${rowsPerGroup} must be 1..gemvWorkgroupSize (${wg}) with gemvRows·WG·4 ≤ ${ctx.limits.maxComputeWorkgroupStorageSize} bytes`);
@@ -275,7 +281,7 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   ]);
   const q8x = xQuant === 'q8' ? await q8xPipelines(ctx, wg) : null;
   const xq = q8x && ctx.device.createBuffer({ label: `${w.chunks[0].buffer.label}.xq`, size: 80 * Math.ceil(w.cols / 32), usage: GPUBufferUsage.STORAGE });
-  const gemvRowsPerGroup = gemvKind === 'rows' || q8x ? 16 * wg : rowsPerGroup;
+  const gemvRowsPerGroup = gemvKind === 'rows' ? 8 * wg : q8x ? 16 * wg : rowsPerGroup;
   const chunks = w.chunks.map((c) => {
     const uniform = ctx.device.createBuffer({ label: `${c.buffer.label}.params`, size: MATMUL_PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     const entries: GPUBindGroupEntry[] = [

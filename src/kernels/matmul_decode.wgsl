@@ -1,19 +1,26 @@
-// Weight decoders of the matmul kernels, one function per format (src/engine/quantize.ts has
-// the packed layout). The host appends exactly one of these `load_block_<fmt>` functions,
-// renamed `load_block`, to matmul_gemv.wgsl / matmul_tiled.wgsl; both kernels bind the
-// weight chunk as `w: array<vec4<u32>>` and the uniform as `p` (scaleOffset in u32 words).
+// Weight decoders of the matmul kernels, one section per format (src/engine/quantize.ts has
+// the packed layout). The host appends exactly one `//#fmt` section to matmul_gemv.wgsl /
+// matmul_gemv_rows.wgsl / matmul_tiled.wgsl; the kernels bind the weight chunk as
+// `w: array<vec4<u32>>` and the uniform as `p` (scaleOffset in u32 words, a multiple of 4).
 //
 // load_block(row4, b): the 32 weights of block b (columns 32b..32b+31) of the row whose
 // first vec4 is w[row4], as eight vec4<f32> in column order, UNSCALED, plus the block's
 // scale s (1 for f32/f16/bf16): weight[32b + 4i + j] = s * v_i[j]. Returning the scale apart
 // lets the kernels multiply once per block instead of once per weight.
 //
-// load_block_raw(row4, b) with the constants XSCALE and QOFF: the cheap form the GEMV uses.
-// weight[32b + 4i + j] = s * (v_i[j] * XSCALE[j] - QOFF), so the GEMV pre-multiplies each x
-// quad by XSCALE once (it reuses x across many rows) and subtracts QOFF·sum(x) once per
-// block. For q4/q8 this leaves each nibble/byte masked IN PLACE (no per-element shift,
-// q·16^j instead of q): one AND and one int→float convert per weight. Power-of-two scales are
-// exact in f32, so v·(x·XSCALE) = q·x bit for bit. f32/f16/bf16: raw = exact, XSCALE = 1, QOFF = 0.
+// The GEMVs use a cheaper raw form: load_quads(row4, b) (s = 1) with the constants
+// XSCALE_LO/HI (for the even/odd quads v0, v2, .. / v1, v3, ..) and QOFF_LO/HI:
+//   weight[32b + 4i + j] = s * (v_i[j] * XSCALE[j] - QOFF[j]),
+// so the GEMV pre-multiplies each x quad by XSCALE once (it reuses x across many rows) and
+// subtracts dot(QOFF, x) once per block. For q4/q8 each nibble/byte is masked IN PLACE (value
+// q·16^j or q·256^j): one AND and one int→float convert per weight and NO shift. Vector
+// shifts matter on CPU adapters: SwiftShader's JIT (Subzero) scalarizes every vector shift,
+// ~10x the cost of an AND (measured). The top nibble/byte of a word is read as a signed
+// field after flipping its bias bit, so it needs no offset (QOFF 0 there). Power-of-two
+// scales are exact in f32, so v·(x·XSCALE) = q·x bit for bit (unless |x| < 2^-98, where x·2^-28
+// would underflow). f32/f16/bf16: raw = exact, XSCALE = 1, QOFF = 0.
+// load_scales2(row4, s4, c): the scales of blocks 2i and 2i+1 (one u32 of two halves), where the
+// caller computes s4 = scaleOffset/4 + i/4 and c = i % 4 once for all its rows.
 
 struct Block {
   v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
@@ -22,8 +29,12 @@ struct Block {
 }
 
 //#fmt f32
-const XSCALE = vec4<f32>(1.0);
-const QOFF = 0.0;
+const XSCALE_LO = vec4<f32>(1.0);
+const XSCALE_HI = vec4<f32>(1.0);
+const QOFF_LO = vec4<f32>(0.0);
+const QOFF_HI = vec4<f32>(0.0);
+fn load_quads(row4: u32, b: u32) -> Block { return load_block(row4, b); }
+fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0); }
 fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn load_block(row4: u32, b: u32) -> Block {
   let i = row4 + 8u * b;
@@ -33,8 +44,12 @@ fn load_block(row4: u32, b: u32) -> Block {
 }
 
 //#fmt f16
-const XSCALE = vec4<f32>(1.0);
-const QOFF = 0.0;
+const XSCALE_LO = vec4<f32>(1.0);
+const XSCALE_HI = vec4<f32>(1.0);
+const QOFF_LO = vec4<f32>(0.0);
+const QOFF_HI = vec4<f32>(0.0);
+fn load_quads(row4: u32, b: u32) -> Block { return load_block(row4, b); }
+fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0); }
 fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn h4(a: u32, b: u32) -> vec4<f32> {
   return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
@@ -47,12 +62,17 @@ fn load_block(row4: u32, b: u32) -> Block {
 }
 
 //#fmt bf16
-// bf16 is the top half of an f32: the low half-word is the even column.
-const XSCALE = vec4<f32>(1.0);
-const QOFF = 0.0;
+// bf16 is the top half of an f32: the low half-word is the even column (moved up by a
+// multiply, not a shift: see the note on shifts above).
+const XSCALE_LO = vec4<f32>(1.0);
+const XSCALE_HI = vec4<f32>(1.0);
+const QOFF_LO = vec4<f32>(0.0);
+const QOFF_HI = vec4<f32>(0.0);
+fn load_quads(row4: u32, b: u32) -> Block { return load_block(row4, b); }
+fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0); }
 fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn b4(a: u32, b: u32) -> vec4<f32> {
-  return bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xffff0000u, b << 16u, b & 0xffff0000u));
+  return bitcast<vec4<f32>>(vec4<u32>(a * 65536u, a & 0xffff0000u, b * 65536u, b & 0xffff0000u));
 }
 fn load_block(row4: u32, b: u32) -> Block {
   let i = row4 + 4u * b;
@@ -67,17 +87,25 @@ fn i8x4(a: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(a) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 // f16 → f32 by rebiasing the exponent (normal halves) or scaling the mantissa (subnormals);
-// cheaper than unpack2x16float on CPU backends. Scales are never inf/NaN (packer: finite input).
+// no shifts (cheaper than unpack2x16float on CPU backends). Scales are never inf/NaN (packer: finite input).
 fn half_to_f32(h: u32) -> f32 {
   let mag = h & 0x7fffu;
-  let normal = bitcast<f32>((mag << 13u) + 0x38000000u);
+  let normal = bitcast<f32>(mag * 8192u + 0x38000000u);
   let sub = f32(bitcast<i32>(mag)) * 5.9604644775390625e-8;
   let v = select(normal, sub, mag < 0x400u);
   return select(v, -v, (h & 0x8000u) != 0u);
 }
+fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> {
+  let s = w[row4 + s4][c];
+  return vec2<f32>(half_to_f32(s & 0xffffu), half_to_f32(s >> 16u));
+}
 fn block_scale(row4: u32, b: u32) -> f32 {
-  let word = 4u * row4 + p.scaleOffset + (b >> 1u);
-  return half_to_f32((w[word >> 2u][word & 3u] >> (16u * (b & 1u))) & 0xffffu);
+  return load_scales2(row4, p.scaleOffset / 4u + (b >> 3u), (b >> 1u) & 3u)[b & 1u];
+}
+fn load_block_raw(row4: u32, b: u32) -> Block {
+  var k = load_quads(row4, b);
+  k.s = block_scale(row4, b);
+  return k;
 }
 fn load_block(row4: u32, b: u32) -> Block {
   let i = row4 + 2u * b;
@@ -85,20 +113,21 @@ fn load_block(row4: u32, b: u32) -> Block {
   return Block(i8x4(q0.x), i8x4(q0.y), i8x4(q0.z), i8x4(q0.w),
                i8x4(q1.x), i8x4(q1.y), i8x4(q1.z), i8x4(q1.w), block_scale(row4, b));
 }
-// Raw: XOR 0x80 turns each two's-complement byte into q + 128 (0..255); bytes 0..2 are masked
-// in place (value (q+128)·256^n), byte 3 after a shift by 8 (so no value reaches bit 31).
-const XSCALE = vec4<f32>(1.0, 0.00390625, 0.0000152587890625, 0.0000152587890625);
-const QOFF = 128.0;
-const B_MASK = vec4<u32>(0xffu, 0xff00u, 0xff0000u, 0xff0000u);
-const B_SHIFT = vec4<u32>(0u, 0u, 0u, 8u);
+// Raw: XOR 0x00808080 turns bytes 0..2 into q + 128 (0..255), masked in place (value
+// (q+128)·256^n); byte 3 keeps its two's complement and is read as a signed field (q·2^24).
+const XSCALE_LO = vec4<f32>(1.0, 0.00390625, 1.52587890625e-05, 5.9604644775390625e-08);
+const XSCALE_HI = XSCALE_LO;
+const QOFF_LO = vec4<f32>(128.0, 128.0, 128.0, 0.0);
+const QOFF_HI = QOFF_LO;
+const B_MASK = vec4<u32>(0xffu, 0xff00u, 0xff0000u, 0xff000000u);
 fn u8x4raw(a: u32) -> vec4<f32> {
-  return vec4<f32>(bitcast<vec4<i32>>((vec4<u32>(a ^ 0x80808080u) >> B_SHIFT) & B_MASK));
+  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(a ^ 0x00808080u) & B_MASK));
 }
-fn load_block_raw(row4: u32, b: u32) -> Block {
+fn load_quads(row4: u32, b: u32) -> Block {
   let i = row4 + 2u * b;
   let q0 = w[i]; let q1 = w[i + 1u];
   return Block(u8x4raw(q0.x), u8x4raw(q0.y), u8x4raw(q0.z), u8x4raw(q0.w),
-               u8x4raw(q1.x), u8x4raw(q1.y), u8x4raw(q1.z), u8x4raw(q1.w), block_scale(row4, b));
+               u8x4raw(q1.x), u8x4raw(q1.y), u8x4raw(q1.z), u8x4raw(q1.w), 1.0);
 }
 
 //#fmt q4
@@ -108,31 +137,45 @@ const NIB_HI = vec4<u32>(16u, 20u, 24u, 28u);
 fn u4x4(a: u32, sh: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>((vec4<u32>(a) >> sh) & vec4<u32>(15u))) - vec4<f32>(8.0);
 }
+// f16 → f32 by rebiasing the exponent (normal halves) or scaling the mantissa (subnormals);
+// no shifts (cheaper than unpack2x16float on CPU backends). Scales are never inf/NaN (packer: finite input).
 fn half_to_f32(h: u32) -> f32 {
   let mag = h & 0x7fffu;
-  let normal = bitcast<f32>((mag << 13u) + 0x38000000u);
+  let normal = bitcast<f32>(mag * 8192u + 0x38000000u);
   let sub = f32(bitcast<i32>(mag)) * 5.9604644775390625e-8;
   let v = select(normal, sub, mag < 0x400u);
   return select(v, -v, (h & 0x8000u) != 0u);
 }
+fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> {
+  let s = w[row4 + s4][c];
+  return vec2<f32>(half_to_f32(s & 0xffffu), half_to_f32(s >> 16u));
+}
 fn block_scale(row4: u32, b: u32) -> f32 {
-  let word = 4u * row4 + p.scaleOffset + (b >> 1u);
-  return half_to_f32((w[word >> 2u][word & 3u] >> (16u * (b & 1u))) & 0xffffu);
+  return load_scales2(row4, p.scaleOffset / 4u + (b >> 3u), (b >> 1u) & 3u)[b & 1u];
+}
+fn load_block_raw(row4: u32, b: u32) -> Block {
+  var k = load_quads(row4, b);
+  k.s = block_scale(row4, b);
+  return k;
 }
 fn load_block(row4: u32, b: u32) -> Block {
   let q = w[row4 + b];
   return Block(u4x4(q.x, NIB_LO), u4x4(q.x, NIB_HI), u4x4(q.y, NIB_LO), u4x4(q.y, NIB_HI),
                u4x4(q.z, NIB_LO), u4x4(q.z, NIB_HI), u4x4(q.w, NIB_LO), u4x4(q.w, NIB_HI), block_scale(row4, b));
 }
-// Raw: nibbles 0..3 masked in place (value q·16^n), nibbles 4..7 the same after a shift by 16.
-const XSCALE = vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);
-const QOFF = 8.0;
-const N_MASK = vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u);
-fn n4raw(a: u32) -> vec4<f32> {
-  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(a) & N_MASK));
+// Raw: nibbles 0..6 masked in place (value u·16^n, u = q + 8); XOR 0x80000000 flips the bias
+// bit of nibble 7, whose field read as signed is then q itself (so QOFF_HI.w = 0).
+const XSCALE_LO = vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);
+const XSCALE_HI = vec4<f32>(1.52587890625e-05, 9.5367431640625e-07, 5.9604644775390625e-08, 3.725290298461914e-09);
+const QOFF_LO = vec4<f32>(8.0);
+const QOFF_HI = vec4<f32>(8.0, 8.0, 8.0, 0.0);
+const N_LO = vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u);
+const N_HI = vec4<u32>(0xf0000u, 0xf00000u, 0xf000000u, 0xf0000000u);
+fn nib4(a: u32, m: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(a) & m));
 }
-fn load_block_raw(row4: u32, b: u32) -> Block {
-  let q = w[row4 + b];
-  return Block(n4raw(q.x), n4raw(q.x >> 16u), n4raw(q.y), n4raw(q.y >> 16u),
-               n4raw(q.z), n4raw(q.z >> 16u), n4raw(q.w), n4raw(q.w >> 16u), block_scale(row4, b));
+fn load_quads(row4: u32, b: u32) -> Block {
+  let q = w[row4 + b] ^ vec4<u32>(0x80000000u);
+  return Block(nib4(q.x, N_LO), nib4(q.x, N_HI), nib4(q.y, N_LO), nib4(q.y, N_HI),
+               nib4(q.z, N_LO), nib4(q.z, N_HI), nib4(q.w, N_LO), nib4(q.w, N_HI), 1.0);
 }
