@@ -1,7 +1,7 @@
 // Host side of the matmul kernels: out(m, rows) = x(m, cols) · Wᵀ for packed weights W in
 // every format (f32, f16, bf16, q8, q4; layout in src/engine/quantize.ts). For m = 1 (decode,
 // bandwidth-bound) a GEMV: matmul_gemv.wgsl ('coop': threads split a row's blocks, coalesced,
-// one barrier; optional subgroup reduction) on GPUs, matmul_gemv_rows.wgsl ('rows': 8 rows
+// one barrier; optional subgroup reduction) on GPUs, matmul_gemv_rows.wgsl ('rows': 16 rows
 // per thread, no barrier, no vector shifts; optional subgroup-shared x loads) on CPU adapters
 // such as SwiftShader, where barriers, per-lane loads and shifts are what costs. For m > 1 (prefill, k+1 verify) matmul_tiled.wgsl. Every kernel
 // is core WGSL + one decoder section of matmul_decode.wgsl + one x-access section of
@@ -281,7 +281,7 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   ]);
   const q8x = xQuant === 'q8' ? await q8xPipelines(ctx, wg) : null;
   const xq = q8x && ctx.device.createBuffer({ label: `${w.chunks[0].buffer.label}.xq`, size: 80 * Math.ceil(w.cols / 32), usage: GPUBufferUsage.STORAGE });
-  const gemvRowsPerGroup = gemvKind === 'rows' ? 8 * wg : q8x ? 16 * wg : rowsPerGroup;
+  const gemvRowsPerGroup = gemvKind === 'rows' || q8x ? 16 * wg : rowsPerGroup;
   const chunks = w.chunks.map((c) => {
     const uniform = ctx.device.createBuffer({ label: `${c.buffer.label}.params`, size: MATMUL_PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     const entries: GPUBindGroupEntry[] = [

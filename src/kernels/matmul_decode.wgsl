@@ -19,6 +19,8 @@
 // field after flipping its bias bit, so it needs no offset (QOFF 0 there). Power-of-two
 // scales are exact in f32, so v·(x·XSCALE) = q·x bit for bit (unless |x| < 2^-98, where x·2^-28
 // would underflow). f32/f16/bf16: raw = exact, XSCALE = 1, QOFF = 0.
+// load_pair(row4, b, j): the same raw values for columns 8j..8j+7 of block b only (quads 2j
+// and 2j+1, j = 0..3 a constant at the call site), for GEMVs that walk a block word by word.
 // load_scales2(row4, s4, c): the scales of blocks 2i and 2i+1 (one u32 of two halves), where the
 // caller computes s4 = scaleOffset/4 + i/4 and c = i % 4 once for all its rows.
 
@@ -26,6 +28,11 @@ struct Block {
   v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
   v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>,
   s: f32,
+}
+
+struct Pair {
+  lo: vec4<f32>,
+  hi: vec4<f32>,
 }
 
 //#fmt f32
@@ -36,6 +43,10 @@ const QOFF_HI = vec4<f32>(0.0);
 fn load_quads(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0); }
 fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
+fn load_pair(row4: u32, b: u32, j: u32) -> Pair {
+  let i = row4 + 8u * b + 2u * j;
+  return Pair(bitcast<vec4<f32>>(w[i]), bitcast<vec4<f32>>(w[i + 1u]));
+}
 fn load_block(row4: u32, b: u32) -> Block {
   let i = row4 + 8u * b;
   return Block(bitcast<vec4<f32>>(w[i]), bitcast<vec4<f32>>(w[i + 1u]), bitcast<vec4<f32>>(w[i + 2u]),
@@ -53,6 +64,10 @@ fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0)
 fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn h4(a: u32, b: u32) -> vec4<f32> {
   return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
+}
+fn load_pair(row4: u32, b: u32, j: u32) -> Pair {
+  let q = w[row4 + 4u * b + j];
+  return Pair(h4(q.x, q.y), h4(q.z, q.w));
 }
 fn load_block(row4: u32, b: u32) -> Block {
   let i = row4 + 4u * b;
@@ -73,6 +88,10 @@ fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0)
 fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn b4(a: u32, b: u32) -> vec4<f32> {
   return bitcast<vec4<f32>>(vec4<u32>(a * 65536u, a & 0xffff0000u, b * 65536u, b & 0xffff0000u));
+}
+fn load_pair(row4: u32, b: u32, j: u32) -> Pair {
+  let q = w[row4 + 4u * b + j];
+  return Pair(b4(q.x, q.y), b4(q.z, q.w));
 }
 fn load_block(row4: u32, b: u32) -> Block {
   let i = row4 + 4u * b;
@@ -122,6 +141,11 @@ const QOFF_HI = QOFF_LO;
 const B_MASK = vec4<u32>(0xffu, 0xff00u, 0xff0000u, 0xff000000u);
 fn u8x4raw(a: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(a ^ 0x00808080u) & B_MASK));
+}
+fn load_pair(row4: u32, b: u32, j: u32) -> Pair {
+  let i = row4 + 2u * b + j / 2u;
+  let k = 2u * (j % 2u);
+  return Pair(u8x4raw(w[i][k]), u8x4raw(w[i][k + 1u]));
 }
 fn load_quads(row4: u32, b: u32) -> Block {
   let i = row4 + 2u * b;
@@ -173,6 +197,10 @@ const N_LO = vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u);
 const N_HI = vec4<u32>(0xf0000u, 0xf00000u, 0xf000000u, 0xf0000000u);
 fn nib4(a: u32, m: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(a) & m));
+}
+fn load_pair(row4: u32, b: u32, j: u32) -> Pair {
+  let q = w[row4 + b][j] ^ 0x80000000u;
+  return Pair(nib4(q, N_LO), nib4(q, N_HI));
 }
 fn load_quads(row4: u32, b: u32) -> Block {
   let q = w[row4 + b] ^ vec4<u32>(0x80000000u);

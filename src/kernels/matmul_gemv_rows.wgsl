@@ -3,8 +3,9 @@
 // The host appends matmul_gemv_block.wgsl, matmul_x.wgsl and the format's decoder from
 // matmul_decode.wgsl (load_quads, load_scales2, XSCALE_LO/HI, QOFF_LO/HI).
 //
-// Thread-to-data: thread g owns rows 8g .. 8g+7 and walks the 32-column blocks two at a time
-// (one scale word holds the scales of both), loading each x slice once for the eight rows.
+// Thread-to-data: thread g owns rows 16g .. 16g+15 and walks the 32-column blocks two at a
+// time (one scale word holds the scales of both), loading each x slice once for the 16 rows;
+// inside a block it goes word pair by word pair over all 16 rows (fewer live values).
 // No workgroup memory and no barrier (on SwiftShader a barrier turns every invocation group
 // into a coroutine, which costs more than the whole dot product). On a real GPU
 // matmul_gemv.wgsl is the better form (coalesced).
@@ -12,7 +13,7 @@
 // storage load is four scalar loads with a branch each, and every vector shift is scalarized,
 // so the kernel avoids shifts in the inner loop and, with `subgroups`, has the four lanes of
 // a group load four different x quads and broadcast them (instead of four copies of each).
-// Dispatch: ceil(rows / (8·WG)) workgroups as (min(n, 65535), ceil(n / 65535)). Every thread
+// Dispatch: ceil(rows / (16·WG)) workgroups as (min(n, 65535), ceil(n / 65535)). Every thread
 // runs to the end (subgroupBroadcast wants all lanes): rows past the end read the last row
 // (valid memory) and are never written.
 // Host constants: Params mirrors matmulParams() in matmul.ts; WG is an override. With
@@ -42,49 +43,87 @@ fn xslice(b: u32, sg: u32) -> XPrep {
 //#end
 }
 
-// One row's dot with block b (before the block scale).
-fn rdot(row4: u32, b: u32, a: XPrep) -> f32 {
-  return dotq(load_quads(row4, b), a);
+// Raw dot of word pair j (columns 8j..8j+7) of block b with x, for the four rows of r.
+fn pdot4(r: vec4<u32>, b: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>) -> vec4<f32> {
+  let k0 = load_pair(r.x, b, j); let k1 = load_pair(r.y, b, j);
+  let k2 = load_pair(r.z, b, j); let k3 = load_pair(r.w, b, j);
+  return vec4<f32>(dot(k0.lo, lo) + dot(k0.hi, hi), dot(k1.lo, lo) + dot(k1.hi, hi),
+                   dot(k2.lo, lo) + dot(k2.hi, hi), dot(k3.lo, lo) + dot(k3.hi, hi));
+}
+
+struct Rows16 { g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>, g3: vec4<f32> }
+
+// Raw dots of block b for the sixteen rows (before the block scales): word pair by word pair,
+// all rows per pair (this order keeps fewer values live than row by row: measured faster).
+fn bdot16(r0: vec4<u32>, r1: vec4<u32>, r2: vec4<u32>, r3: vec4<u32>, b: u32, a: XPrep) -> Rows16 {
+  var d = Rows16(vec4<f32>(-a.off), vec4<f32>(-a.off), vec4<f32>(-a.off), vec4<f32>(-a.off));
+  let x = a.a;
+  d.g0 += pdot4(r0, b, 0u, x.v0, x.v1); d.g1 += pdot4(r1, b, 0u, x.v0, x.v1);
+  d.g2 += pdot4(r2, b, 0u, x.v0, x.v1); d.g3 += pdot4(r3, b, 0u, x.v0, x.v1);
+  d.g0 += pdot4(r0, b, 1u, x.v2, x.v3); d.g1 += pdot4(r1, b, 1u, x.v2, x.v3);
+  d.g2 += pdot4(r2, b, 1u, x.v2, x.v3); d.g3 += pdot4(r3, b, 1u, x.v2, x.v3);
+  d.g0 += pdot4(r0, b, 2u, x.v4, x.v5); d.g1 += pdot4(r1, b, 2u, x.v4, x.v5);
+  d.g2 += pdot4(r2, b, 2u, x.v4, x.v5); d.g3 += pdot4(r3, b, 2u, x.v4, x.v5);
+  d.g0 += pdot4(r0, b, 3u, x.v6, x.v7); d.g1 += pdot4(r1, b, 3u, x.v6, x.v7);
+  d.g2 += pdot4(r2, b, 3u, x.v6, x.v7); d.g3 += pdot4(r3, b, 3u, x.v6, x.v7);
+  return d;
+}
+
+struct Scales4 { even: vec4<f32>, odd: vec4<f32> }
+
+// Scales of the block pair (2i, 2i+1) for the four rows of r (s4, c: see load_scales2).
+fn scales4(r: vec4<u32>, s4: u32, c: u32) -> Scales4 {
+  let a = load_scales2(r.x, s4, c); let b = load_scales2(r.y, s4, c);
+  let d = load_scales2(r.z, s4, c); let e = load_scales2(r.w, s4, c);
+  return Scales4(vec4<f32>(a.x, b.x, d.x, e.x), vec4<f32>(a.y, b.y, d.y, e.y));
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>/*#sgargs*/) {
   let sg = 0u/*#sglane*/;
-  let row0 = 8u * (gid.x + gid.y * nwg.x * WG);
+  let row0 = 16u * (gid.x + gid.y * nwg.x * WG);
   let last = p.rows - 1u;
   let rw4 = p.rowWords / 4u;
   let lane = vec4<u32>(0u, 1u, 2u, 3u);
   let r0 = min(vec4<u32>(row0) + lane, vec4<u32>(last)) * rw4;
   let r1 = min(vec4<u32>(row0 + 4u) + lane, vec4<u32>(last)) * rw4;
+  let r2 = min(vec4<u32>(row0 + 8u) + lane, vec4<u32>(last)) * rw4;
+  let r3 = min(vec4<u32>(row0 + 12u) + lane, vec4<u32>(last)) * rw4;
   let sBase = p.scaleOffset / 4u;
-  var a0 = vec4<f32>(0.0);
-  var a1 = vec4<f32>(0.0);
+  var acc = Rows16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   // Blocks in pairs (2i, 2i+1): one scale word per row holds both scales; an odd last block
   // runs alone (its pair's second scale is never used).
   for (var i = 0u; 2u * i < p.nBlocks; i++) {
     let s4 = sBase + (i >> 2u);
     let c = i & 3u;
-    let t0 = load_scales2(r0.x, s4, c); let t1 = load_scales2(r0.y, s4, c);
-    let t2 = load_scales2(r0.z, s4, c); let t3 = load_scales2(r0.w, s4, c);
-    let t4 = load_scales2(r1.x, s4, c); let t5 = load_scales2(r1.y, s4, c);
-    let t6 = load_scales2(r1.z, s4, c); let t7 = load_scales2(r1.w, s4, c);
+    let s0 = scales4(r0, s4, c); let s1 = scales4(r1, s4, c);
+    let s2 = scales4(r2, s4, c); let s3 = scales4(r3, s4, c);
     let b = 2u * i;
-    let xa = xslice(b, sg);
-    a0 += vec4<f32>(t0.x, t1.x, t2.x, t3.x) * vec4<f32>(rdot(r0.x, b, xa), rdot(r0.y, b, xa), rdot(r0.z, b, xa), rdot(r0.w, b, xa));
-    a1 += vec4<f32>(t4.x, t5.x, t6.x, t7.x) * vec4<f32>(rdot(r1.x, b, xa), rdot(r1.y, b, xa), rdot(r1.z, b, xa), rdot(r1.w, b, xa));
+    let d = bdot16(r0, r1, r2, r3, b, xslice(b, sg));
+    acc.g0 += s0.even * d.g0; acc.g1 += s1.even * d.g1; acc.g2 += s2.even * d.g2; acc.g3 += s3.even * d.g3;
     if (b + 1u < p.nBlocks) {
-      let xb = xslice(b + 1u, sg);
-      a0 += vec4<f32>(t0.y, t1.y, t2.y, t3.y) * vec4<f32>(rdot(r0.x, b + 1u, xb), rdot(r0.y, b + 1u, xb), rdot(r0.z, b + 1u, xb), rdot(r0.w, b + 1u, xb));
-      a1 += vec4<f32>(t4.y, t5.y, t6.y, t7.y) * vec4<f32>(rdot(r1.x, b + 1u, xb), rdot(r1.y, b + 1u, xb), rdot(r1.z, b + 1u, xb), rdot(r1.w, b + 1u, xb));
+      let e = bdot16(r0, r1, r2, r3, b + 1u, xslice(b + 1u, sg));
+      acc.g0 += s0.odd * e.g0; acc.g1 += s1.odd * e.g1; acc.g2 += s2.odd * e.g2; acc.g3 += s3.odd * e.g3;
     }
   }
   let o = p.outOffset + row0;
-  if (row0 < p.rows) { out[o] = a0.x; }
-  if (row0 + 1u < p.rows) { out[o + 1u] = a0.y; }
-  if (row0 + 2u < p.rows) { out[o + 2u] = a0.z; }
-  if (row0 + 3u < p.rows) { out[o + 3u] = a0.w; }
-  if (row0 + 4u < p.rows) { out[o + 4u] = a1.x; }
-  if (row0 + 5u < p.rows) { out[o + 5u] = a1.y; }
-  if (row0 + 6u < p.rows) { out[o + 6u] = a1.z; }
-  if (row0 + 7u < p.rows) { out[o + 7u] = a1.w; }
+  let n = p.rows - row0; // ≥ 1 for every dispatched row group that owns a row; else nothing is written
+  if (row0 < p.rows) {
+    out[o] = acc.g0.x;
+    if (n > 1u) { out[o + 1u] = acc.g0.y; }
+    if (n > 2u) { out[o + 2u] = acc.g0.z; }
+    if (n > 3u) { out[o + 3u] = acc.g0.w; }
+    if (n > 4u) { out[o + 4u] = acc.g1.x; }
+    if (n > 5u) { out[o + 5u] = acc.g1.y; }
+    if (n > 6u) { out[o + 6u] = acc.g1.z; }
+    if (n > 7u) { out[o + 7u] = acc.g1.w; }
+    if (n > 8u) { out[o + 8u] = acc.g2.x; }
+    if (n > 9u) { out[o + 9u] = acc.g2.y; }
+    if (n > 10u) { out[o + 10u] = acc.g2.z; }
+    if (n > 11u) { out[o + 11u] = acc.g2.w; }
+    if (n > 12u) { out[o + 12u] = acc.g3.x; }
+    if (n > 13u) { out[o + 13u] = acc.g3.y; }
+    if (n > 14u) { out[o + 14u] = acc.g3.z; }
+    if (n > 15u) { out[o + 15u] = acc.g3.w; }
+  }
 }
