@@ -1,5 +1,6 @@
 // matmul_{gemv,gemv_rows,tiled}.wgsl vs an f64 CPU matmul, for every weight format and
-// every kernel variant (coop GEMV core / subgroups, rows GEMV, tiled; x scalar / vec4). The weights are
+// every kernel variant (coop GEMV core / subgroups, rows kernel core / subgroups for m = 1 and
+// m > 1, tiled; x scalar / vec4). The weights are
 // random *packed bits* decoded here by a plain bit-level decoder written from the layout in
 // src/engine/quantize.ts (kernels may not import engine; the engine-side quantize.test.ts
 // runs packMatrix → GPU against dequantize). Bound: NMSE ≤ 1e-7 (the oracle sees exactly the
@@ -125,6 +126,7 @@ interface Case {
   cols: number;
   m: number;
   gemv?: 'rows' | 'coop';
+  multi?: 'rows' | 'tiled';
   subgroups?: boolean;
   maxChunkBytes?: number;
   /** x 16-byte aligned (offset and stride multiples of 4: the vec4 x path) or not (scalar x). */
@@ -139,7 +141,7 @@ async function check(format: WeightFormat, c: Case, seed: number): Promise<numbe
   const x = nanPaddedX(m, cols, xOff, xStride, seed + 1);
   const out = sentinelBuffer(ctx, m * rows);
   const gw = uploadMatrix(ctx, packed, `w_${format}`, { maxChunkBytes: c.maxChunkBytes });
-  const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, x), w: gw, xOffset: xOff, xStride, gemv: c.gemv, subgroups: c.subgroups ?? false });
+  const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, x), w: gw, xOffset: xOff, xStride, gemv: c.gemv, multi: c.multi, subgroups: c.subgroups ?? false });
   await runPass(ctx, (pass) => op.encode(pass, m));
   const { words, broken } = await out.read();
   const got = new Float32Array(words.buffer);
@@ -167,9 +169,21 @@ describe('matmul', () => {
   });
 
   for (const format of WEIGHT_FORMATS) {
-    it(`${format}: every shape × m ∈ {${MS}} (default GEMV for m = 1, tiled otherwise), x aligned and not`, async () => {
+    it(`${format}: every shape × m ∈ {${MS}} × m > 1 kernel (tiled, rows), x aligned and not`, async () => {
       let seed = 100;
-      for (const [rows, cols] of SHAPES) for (const m of MS) await check(format, { rows, cols, m, aligned: seed % 2 === 0 }, seed++);
+      for (const multi of ['tiled', 'rows'] as const) {
+        for (const [rows, cols] of SHAPES) for (const m of MS) await check(format, { rows, cols, m, multi, aligned: seed % 2 === 0 }, seed++);
+      }
+    });
+
+    it(`${format}: the rows kernel over m > 1 tokens with its subgroup variant (where the adapter has 4-lane subgroups)`, async () => {
+      const sg4 = ctx.hasSubgroups && ctx.subgroupSizes?.min === 4 && ctx.subgroupSizes.max === 4;
+      if (/swiftshader/i.test(ctx.adapterName)) expect(sg4).toBe(true); // the CI adapter must run it
+      if (!sg4) return;
+      let seed = 200;
+      for (const [rows, cols] of [[37, 65], [130, 33], [257, 96]]) {
+        for (const m of [2, 5]) await check(format, { rows, cols, m, multi: 'rows', subgroups: true, aligned: seed % 2 === 0 }, seed++);
+      }
     });
 
     it(`${format}: every GEMV variant (rows and coop, core and subgroups where present) × x aligned and not`, async () => {
@@ -193,14 +207,18 @@ describe('matmul', () => {
     it(`${format}: a matrix split into row chunks (forced tiny binding limit)`, async () => {
       const rowBytes = rowLayout(200, format).rowWords * 4;
       for (const m of [1, 5]) {
-        const chunks = await check(format, { rows: 61, cols: 200, m, maxChunkBytes: rowBytes * 13, aligned: m === 1 }, 500 + m);
-        expect(chunks).toBe(5); // 13 + 13 + 13 + 13 + 9 rows
+        for (const multi of ['tiled', 'rows'] as const) {
+          const chunks = await check(format, { rows: 61, cols: 200, m, multi, maxChunkBytes: rowBytes * 13, aligned: m === 1 }, 500 + m);
+          expect(chunks).toBe(5); // 13 + 13 + 13 + 13 + 9 rows
+        }
       }
     });
   }
 
   it('Llama-shaped q4 block: 512 × 2048, m = 1 and 5, no gaps in x', async () => {
-    for (const m of [1, 5]) for (const gemv of ['rows', 'coop'] as const) await check('q4', { rows: 512, cols: 2048, m, gemv, aligned: true }, 700 + m);
+    for (const m of [1, 5]) {
+      for (const gemv of ['rows', 'coop'] as const) await check('q4', { rows: 512, cols: 2048, m, gemv, multi: gemv === 'rows' ? 'rows' : 'tiled', aligned: true }, 700 + m);
+    }
   });
 
   // Opt-in q4 × q8-activation GEMV. Oracle: the f64 matmul of the same q4 weights with x

@@ -3,7 +3,9 @@
 // bandwidth-bound) a GEMV: matmul_gemv.wgsl ('coop': threads split a row's blocks, coalesced,
 // one barrier; optional subgroup reduction) on GPUs, matmul_gemv_rows.wgsl ('rows': 16 rows
 // per thread, no barrier, no vector shifts; optional subgroup-shared x loads) on CPU adapters
-// such as SwiftShader, where barriers, per-lane loads and shifts are what costs. For m > 1 (prefill, k+1 verify) matmul_tiled.wgsl. Every kernel
+// such as SwiftShader, where barriers, per-lane loads and shifts are what costs. For m > 1
+// (prefill, k+1 verify) matmul_tiled.wgsl on GPUs and the rows kernel over the tokens on CPU
+// adapters (the tiled kernel's barriers make it ~25x slower there per token). Every kernel
 // is core WGSL + one decoder section of matmul_decode.wgsl + one x-access section of
 // matmul_x.wgsl (vec4 loads when x is 16-byte aligned). Matrices larger than one storage
 // binding are split into row chunks, each its own buffer and its own dispatch. Activations
@@ -125,6 +127,12 @@ export interface MatmulArgs {
   xStride?: number;
   /** GEMV form for m = 1: 'rows' (barrier-free; default on CPU adapters) or 'coop' (default elsewhere). */
   gemv?: 'rows' | 'coop';
+  /**
+   * Kernel for m > 1 (prefill, verify): 'rows' (matmul_gemv_rows.wgsl over the tokens one after
+   * another; default on CPU adapters, where the tiled kernel's barriers cost ~25x a GEMV per
+   * token, measured) or 'tiled' (default elsewhere).
+   */
+  multi?: 'rows' | 'tiled';
   /** Use the GEMV's subgroup variant (coop: subgroup reduction; rows: x quads loaded once per subgroup and broadcast). Default: when the device has `subgroups`. */
   subgroups?: boolean;
   /** Threads per GEMV workgroup (tuning; default 64 coop, 16 rows). */
@@ -134,7 +142,7 @@ export interface MatmulArgs {
   /**
    * Opt-in for q4 weights: quantize x to int8 per 32 columns (Q8_1 style, see
    * quantizeActivationQ8) for the m = 1 GEMV and use exact integer dot products, two MACs per
-   * u32 multiply (matmul_gemv_q4_q8x.wgsl). Changes numerics; m > 1 stays exact (tiled).
+   * u32 multiply (matmul_gemv_q4_q8x.wgsl). Changes numerics; m > 1 stays exact.
    */
   xQuant?: 'none' | 'q8';
 }
@@ -247,9 +255,11 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
     if (w.format !== 'q4') throw new MatmulShapeError(`createMatmul: xQuant 'q8' is for q4 weights, not ${w.format}; drop the option`);
   }
   const gemvKind = args.gemv ?? (isCpuAdapter(ctx) ? 'rows' : 'coop');
-  // The rows GEMV's subgroup part assumes 4-lane subgroups (SwiftShader's SIMD width).
+  const multiKind = args.multi ?? (isCpuAdapter(ctx) ? 'rows' : 'tiled');
+  // The rows kernel's subgroup part assumes 4-lane subgroups (SwiftShader's SIMD width).
   const sg4 = ctx.hasSubgroups && ctx.subgroupSizes?.min === 4 && ctx.subgroupSizes.max === 4;
   const subgroups = args.subgroups ?? (gemvKind === 'rows' ? sg4 : ctx.hasSubgroups);
+  const rowsSubgroups = args.subgroups ?? sg4;
   const wg = args.gemvWorkgroupSize ?? (gemvKind === 'rows' ? 16 : 64);
   const rowsPerGroup = args.gemvRows ?? 16;
   for (const [k, v] of Object.entries({ outOffset, xOffset, outStride, xStride, wg, rowsPerGroup })) {
@@ -257,7 +267,7 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   }
   if (outStride < w.rows || xStride < w.cols) throw new MatmulShapeError(`createMatmul: strides (out ${outStride}, x ${xStride}) smaller than the ${w.rows}×${w.cols} matrix`);
   if (args.subgroups && !ctx.hasSubgroups) throw new MatmulShapeError('createMatmul: subgroups requested but the device has no `subgroups` feature');
-  if (args.subgroups && gemvKind === 'rows' && !sg4) {
+  if (args.subgroups && (gemvKind === 'rows' || multiKind === 'rows') && !sg4) {
     throw new MatmulShapeError(`createMatmul: the rows GEMV's subgroup variant needs subgroups of exactly 4 lanes; this adapter reports ${ctx.subgroupSizes ? `${ctx.subgroupSizes.min}..${ctx.subgroupSizes.max}` : 'no size'}; drop the option`);
   }
   if (wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new MatmulShapeError(`createMatmul: gemvWorkgroupSize ${wg} outside 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}`);
@@ -275,9 +285,12 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   // x as array<vec4<f32>> when every quad the kernel reads is 16-byte aligned (m = 1 reads only token 0).
   const xAligned = xOffset % 4 === 0 && xBytes % 16 === 0 && (x.offset ?? 0) % 16 === 0;
   const gemvConstants: Record<string, number> = gemvKind === 'rows' ? { WG: wg } : { WG: wg, ROWS: rowsPerGroup };
-  const [gemv, tiled] = await Promise.all([
+  const rowsWg = gemvKind === 'rows' ? wg : 16;
+  const [gemv, multi] = await Promise.all([
     getPipeline(ctx, gemvKind, w.format, subgroups, xAligned, gemvConstants),
-    getPipeline(ctx, 'tiled', w.format, false, xAligned && xStride % 4 === 0, {}),
+    multiKind === 'rows'
+      ? getPipeline(ctx, 'rows', w.format, rowsSubgroups, xAligned && xStride % 4 === 0, { WG: rowsWg })
+      : getPipeline(ctx, 'tiled', w.format, false, xAligned && xStride % 4 === 0, {}),
   ]);
   const q8x = xQuant === 'q8' ? await q8xPipelines(ctx, wg) : null;
   const xq = q8x && ctx.device.createBuffer({ label: `${w.chunks[0].buffer.label}.xq`, size: 80 * Math.ceil(w.cols / 32), usage: GPUBufferUsage.STORAGE });
@@ -298,7 +311,7 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
         ? ctx.device.createBindGroup({ layout: q8x.gemv.getBindGroupLayout(0), entries: [entries[0], entries[1], entries[3], xqEntry] })
         : ctx.device.createBindGroup({ layout: gemv.getBindGroupLayout(0), entries }),
       quantGroup: q8x && ctx.device.createBindGroup({ layout: q8x.quant.getBindGroupLayout(0), entries: [entries[0], entries[2], xqEntry] }),
-      tiledGroup: ctx.device.createBindGroup({ layout: tiled.getBindGroupLayout(0), entries }),
+      multiGroup: ctx.device.createBindGroup({ layout: multi.getBindGroupLayout(0), entries }),
     };
   });
   let lastM = -1;
@@ -322,9 +335,14 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
           pass.setPipeline(q8x ? q8x.gemv : gemv);
           pass.setBindGroup(0, c.gemvGroup);
           pass.dispatchWorkgroups(Math.min(n, 65535), ceilDiv(n, 65535));
+        } else if (multiKind === 'rows') {
+          const n = ceilDiv(c.chunk.rows, 16 * rowsWg);
+          pass.setPipeline(multi);
+          pass.setBindGroup(0, c.multiGroup);
+          pass.dispatchWorkgroups(Math.min(n, 65535), ceilDiv(n, 65535));
         } else {
-          pass.setPipeline(tiled);
-          pass.setBindGroup(0, c.tiledGroup);
+          pass.setPipeline(multi);
+          pass.setBindGroup(0, c.multiGroup);
           pass.dispatchWorkgroups(ceilDiv(c.chunk.rows, 64), ceilDiv(m, 8));
         }
       }

@@ -1,5 +1,6 @@
-// Decode matmul (GEMV, one token), barrier-free form for CPU-emulated adapters (SwiftShader):
-// out[outOffset + r] = sum_k x[xOffset + k] * W[r, k] for the rows r of one weight chunk.
+// Matmul for CPU-emulated adapters (SwiftShader), barrier-free; for m tokens one after another:
+// out[outOffset + t·outStride + r] = sum_k x[xOffset + t·xStride + k] * W[r, k] for the rows r
+// of one weight chunk. Used for every m on such adapters (decode, prefill, verify).
 // The host appends matmul_gemv_block.wgsl, matmul_x.wgsl and the format's decoder from
 // matmul_decode.wgsl (load_quads, load_scales2, XSCALE_LO/HI, QOFF_LO/HI).
 //
@@ -34,12 +35,12 @@ override WG: u32 = 16;
 
 // XBlock, load_x, xquadm, prep_x, dotq: matmul_gemv_block.wgsl (appended by the host)
 
-// x slice of block b, pre-scaled. The subgroup variant (matmul_gemv_subgroups.wgsl, part
+// x slice of block b of the token whose x starts at f32 index xo, pre-scaled. The subgroup variant (matmul_gemv_subgroups.wgsl, part
 // rows) replaces the lines from //#x to //#end: there lane `sg` of a 4-lane subgroup loads two
 // of the eight quads and the group broadcasts them.
-fn xslice(b: u32, sg: u32) -> XPrep {
+fn xslice(xo: u32, b: u32, sg: u32) -> XPrep {
 //#x
-  return prep_x(load_x(p.xOffset, b));
+  return prep_x(load_x(xo, b));
 //#end
 }
 
@@ -90,40 +91,50 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let r2 = min(vec4<u32>(row0 + 8u) + lane, vec4<u32>(last)) * rw4;
   let r3 = min(vec4<u32>(row0 + 12u) + lane, vec4<u32>(last)) * rw4;
   let sBase = p.scaleOffset / 4u;
-  var acc = Rows16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-  // Blocks in pairs (2i, 2i+1): one scale word per row holds both scales; an odd last block
-  // runs alone (its pair's second scale is never used).
-  for (var i = 0u; 2u * i < p.nBlocks; i++) {
-    let s4 = sBase + (i >> 2u);
-    let c = i & 3u;
-    let s0 = scales4(r0, s4, c); let s1 = scales4(r1, s4, c);
-    let s2 = scales4(r2, s4, c); let s3 = scales4(r3, s4, c);
-    let b = 2u * i;
-    let d = bdot16(r0, r1, r2, r3, b, xslice(b, sg));
-    acc.g0 += s0.even * d.g0; acc.g1 += s1.even * d.g1; acc.g2 += s2.even * d.g2; acc.g3 += s3.even * d.g3;
-    if (b + 1u < p.nBlocks) {
-      let e = bdot16(r0, r1, r2, r3, b + 1u, xslice(b + 1u, sg));
-      acc.g0 += s0.odd * e.g0; acc.g1 += s1.odd * e.g1; acc.g2 += s2.odd * e.g2; acc.g3 += s3.odd * e.g3;
+  // Tokens one after another (m > 1: prefill and verify on CPU adapters, where this beats the
+  // tiled kernel's barriers by far); the weights of a row group stay in cache between tokens.
+  for (var t = 0u; t < p.m; t++) {
+    let xo = p.xOffset + t * p.xStride;
+    var acc = Rows16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    // Blocks in pairs (2i, 2i+1): one scale word per row holds both scales; an odd last
+    // block runs alone (its pair's second scale is never used).
+    for (var i = 0u; 2u * i < p.nBlocks; i++) {
+      let s4 = sBase + (i >> 2u);
+      let c = i & 3u;
+      let s0 = scales4(r0, s4, c); let s1 = scales4(r1, s4, c);
+      let s2 = scales4(r2, s4, c); let s3 = scales4(r3, s4, c);
+      let b = 2u * i;
+      let d = bdot16(r0, r1, r2, r3, b, xslice(xo, b, sg));
+      acc.g0 += s0.even * d.g0; acc.g1 += s1.even * d.g1; acc.g2 += s2.even * d.g2; acc.g3 += s3.even * d.g3;
+      if (b + 1u < p.nBlocks) {
+        let e = bdot16(r0, r1, r2, r3, b + 1u, xslice(xo, b + 1u, sg));
+        acc.g0 += s0.odd * e.g0; acc.g1 += s1.odd * e.g1; acc.g2 += s2.odd * e.g2; acc.g3 += s3.odd * e.g3;
+      }
     }
+    write16(p.outOffset + t * p.outStride + row0, row0, acc);
   }
-  let o = p.outOffset + row0;
-  let n = p.rows - row0; // ≥ 1 for every dispatched row group that owns a row; else nothing is written
-  if (row0 < p.rows) {
-    out[o] = acc.g0.x;
-    if (n > 1u) { out[o + 1u] = acc.g0.y; }
-    if (n > 2u) { out[o + 2u] = acc.g0.z; }
-    if (n > 3u) { out[o + 3u] = acc.g0.w; }
-    if (n > 4u) { out[o + 4u] = acc.g1.x; }
-    if (n > 5u) { out[o + 5u] = acc.g1.y; }
-    if (n > 6u) { out[o + 6u] = acc.g1.z; }
-    if (n > 7u) { out[o + 7u] = acc.g1.w; }
-    if (n > 8u) { out[o + 8u] = acc.g2.x; }
-    if (n > 9u) { out[o + 9u] = acc.g2.y; }
-    if (n > 10u) { out[o + 10u] = acc.g2.z; }
-    if (n > 11u) { out[o + 11u] = acc.g2.w; }
-    if (n > 12u) { out[o + 12u] = acc.g3.x; }
-    if (n > 13u) { out[o + 13u] = acc.g3.y; }
-    if (n > 14u) { out[o + 14u] = acc.g3.z; }
-    if (n > 15u) { out[o + 15u] = acc.g3.w; }
+}
+
+// Rows row0 .. row0+15 of one token to out[o ..], those below p.rows only.
+fn write16(o: u32, row0: u32, acc: Rows16) {
+  if (row0 >= p.rows) {
+    return;
   }
+  let n = p.rows - row0;
+  out[o] = acc.g0.x;
+  if (n > 1u) { out[o + 1u] = acc.g0.y; }
+  if (n > 2u) { out[o + 2u] = acc.g0.z; }
+  if (n > 3u) { out[o + 3u] = acc.g0.w; }
+  if (n > 4u) { out[o + 4u] = acc.g1.x; }
+  if (n > 5u) { out[o + 5u] = acc.g1.y; }
+  if (n > 6u) { out[o + 6u] = acc.g1.z; }
+  if (n > 7u) { out[o + 7u] = acc.g1.w; }
+  if (n > 8u) { out[o + 8u] = acc.g2.x; }
+  if (n > 9u) { out[o + 9u] = acc.g2.y; }
+  if (n > 10u) { out[o + 10u] = acc.g2.z; }
+  if (n > 11u) { out[o + 11u] = acc.g2.w; }
+  if (n > 12u) { out[o + 12u] = acc.g3.x; }
+  if (n > 13u) { out[o + 13u] = acc.g3.y; }
+  if (n > 14u) { out[o + 14u] = acc.g3.z; }
+  if (n > 15u) { out[o + 15u] = acc.g3.w; }
 }

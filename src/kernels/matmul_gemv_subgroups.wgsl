@@ -23,7 +23,7 @@
 // subgroup loads quads sg and sg + 4 of the block and the group broadcasts them, 2 loads per
 // lane instead of 8. The host uses this part only where the adapter's subgroup size is
 // exactly 4 (SwiftShader); every lane is active (the kernel has no early return).
-  let q = xbase(p.xOffset + 32u * b);
+  let q = xbase(xo + 32u * b);
   let c = 32u * b;
   let u = xquadm(q, sg, c);
   let v = xquadm(q, sg + 4u, c);
