@@ -173,12 +173,12 @@ export function matmulParams(w: GpuMatrix, c: WeightChunk, m: number, xOffset: n
 /** Kernel variants: `coop` GEMV (GPU-shaped), `rows` GEMV (barrier-free, for CPU adapters), `tiled` (m > 1). */
 export type MatmulKernel = 'coop' | 'rows' | 'tiled';
 
-/** Pick one `//#<tag> name` section of a multi-section WGSL file (text before the first tag is shared). */
-function section(src: string, tag: string, name: string): string {
+/** Pick one `//#<tag> name` section of a multi-section WGSL file (text before the first tag is shared, and prepended unless `bare`). */
+function section(src: string, tag: string, name: string, bare = false): string {
   const parts = src.split(new RegExp(`^//#${tag} (\\w+)\\s*$`, 'm'));
   const i = parts.indexOf(name);
   if (i < 1 || i % 2 !== 1) throw new MatmulShapeError(`no WGSL ${tag} section "${name}"`);
-  return `${parts[0]}\n${parts[i + 1]}`;
+  return bare ? parts[i + 1] : `${parts[0]}\n${parts[i + 1]}`;
 }
 
 /** The WGSL of one kernel variant for one format: kernel + x access + the format's decoder. */
@@ -193,7 +193,8 @@ export function matmulShaderCode(kind: MatmulKernel, format: WeightFormat, opts:
       kernel.replace('/*#sgargs*/', ', @builtin(subgroup_invocation_id) sgLane: u32, @builtin(subgroup_size) sgSize: u32');
   }
   const block = kind === 'tiled' ? '' : `\n${gemvBlockSrc}`;
-  return `${kernel}${block}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}`;
+  const scales = format === 'q8' || format === 'q4' ? `\n${section(decodeSrc, 'fmt', 'f16scales', true)}` : '';
+  return `${kernel}${block}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}${scales}`;
 }
 
 /** True for adapters that emulate the GPU on CPU cores, where the barrier-free GEMV wins. */

@@ -105,27 +105,6 @@ fn load_block(row4: u32, b: u32) -> Block {
 fn i8x4(a: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(a) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
-// f16 → f32 by rebiasing the exponent (normal halves) or scaling the mantissa (subnormals);
-// no shifts (cheaper than unpack2x16float on CPU backends). Scales are never inf/NaN (packer: finite input).
-fn half_to_f32(h: u32) -> f32 {
-  let mag = h & 0x7fffu;
-  let normal = bitcast<f32>(mag * 8192u + 0x38000000u);
-  let sub = f32(bitcast<i32>(mag)) * 5.9604644775390625e-8;
-  let v = select(normal, sub, mag < 0x400u);
-  return select(v, -v, (h & 0x8000u) != 0u);
-}
-fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> {
-  let s = w[row4 + s4][c];
-  return vec2<f32>(half_to_f32(s & 0xffffu), half_to_f32(s >> 16u));
-}
-fn block_scale(row4: u32, b: u32) -> f32 {
-  return load_scales2(row4, p.scaleOffset / 4u + (b >> 3u), (b >> 1u) & 3u)[b & 1u];
-}
-fn load_block_raw(row4: u32, b: u32) -> Block {
-  var k = load_quads(row4, b);
-  k.s = block_scale(row4, b);
-  return k;
-}
 fn load_block(row4: u32, b: u32) -> Block {
   let i = row4 + 2u * b;
   let q0 = w[i]; let q1 = w[i + 1u];
@@ -161,27 +140,6 @@ const NIB_HI = vec4<u32>(16u, 20u, 24u, 28u);
 fn u4x4(a: u32, sh: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>((vec4<u32>(a) >> sh) & vec4<u32>(15u))) - vec4<f32>(8.0);
 }
-// f16 → f32 by rebiasing the exponent (normal halves) or scaling the mantissa (subnormals);
-// no shifts (cheaper than unpack2x16float on CPU backends). Scales are never inf/NaN (packer: finite input).
-fn half_to_f32(h: u32) -> f32 {
-  let mag = h & 0x7fffu;
-  let normal = bitcast<f32>(mag * 8192u + 0x38000000u);
-  let sub = f32(bitcast<i32>(mag)) * 5.9604644775390625e-8;
-  let v = select(normal, sub, mag < 0x400u);
-  return select(v, -v, (h & 0x8000u) != 0u);
-}
-fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> {
-  let s = w[row4 + s4][c];
-  return vec2<f32>(half_to_f32(s & 0xffffu), half_to_f32(s >> 16u));
-}
-fn block_scale(row4: u32, b: u32) -> f32 {
-  return load_scales2(row4, p.scaleOffset / 4u + (b >> 3u), (b >> 1u) & 3u)[b & 1u];
-}
-fn load_block_raw(row4: u32, b: u32) -> Block {
-  var k = load_quads(row4, b);
-  k.s = block_scale(row4, b);
-  return k;
-}
 fn load_block(row4: u32, b: u32) -> Block {
   let q = w[row4 + b];
   return Block(u4x4(q.x, NIB_LO), u4x4(q.x, NIB_HI), u4x4(q.y, NIB_LO), u4x4(q.y, NIB_HI),
@@ -206,4 +164,28 @@ fn load_quads(row4: u32, b: u32) -> Block {
   let q = w[row4 + b] ^ vec4<u32>(0x80000000u);
   return Block(nib4(q.x, N_LO), nib4(q.x, N_HI), nib4(q.y, N_LO), nib4(q.y, N_HI),
                nib4(q.z, N_LO), nib4(q.z, N_HI), nib4(q.w, N_LO), nib4(q.w, N_HI), 1.0);
+}
+
+//#fmt f16scales
+// Appended after the q8 / q4 section (matmulShaderCode): their f16 block scales.
+// f16 → f32 by rebiasing the exponent (normal halves) or scaling the mantissa (subnormals);
+// no shifts (cheaper than unpack2x16float on CPU backends). Scales are never inf/NaN (packer: finite input).
+fn half_to_f32(h: u32) -> f32 {
+  let mag = h & 0x7fffu;
+  let normal = bitcast<f32>(mag * 8192u + 0x38000000u);
+  let sub = f32(bitcast<i32>(mag)) * 5.9604644775390625e-8;
+  let v = select(normal, sub, mag < 0x400u);
+  return select(v, -v, (h & 0x8000u) != 0u);
+}
+fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> {
+  let s = w[row4 + s4][c];
+  return vec2<f32>(half_to_f32(s & 0xffffu), half_to_f32(s >> 16u));
+}
+fn block_scale(row4: u32, b: u32) -> f32 {
+  return load_scales2(row4, p.scaleOffset / 4u + (b >> 3u), (b >> 1u) & 3u)[b & 1u];
+}
+fn load_block_raw(row4: u32, b: u32) -> Block {
+  var k = load_quads(row4, b);
+  k.s = block_scale(row4, b);
+  return k;
 }
