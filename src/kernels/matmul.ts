@@ -331,15 +331,11 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
         pass.dispatchWorkgroups(ceilDiv(Math.ceil(w.cols / 32), 64));
       }
       for (const c of chunks) {
-        if (m === 1) {
-          const n = ceilDiv(c.chunk.rows, gemvRowsPerGroup);
-          pass.setPipeline(q8x ? q8x.gemv : gemv);
-          pass.setBindGroup(0, c.gemvGroup);
-          pass.dispatchWorkgroups(Math.min(n, 65535), ceilDiv(n, 65535));
-        } else if (multiKind === 'rows') {
-          const n = ceilDiv(c.chunk.rows, 16 * rowsWg);
-          pass.setPipeline(multi);
-          pass.setBindGroup(0, c.multiGroup);
+        if (m === 1 || multiKind === 'rows') {
+          // GEMV-shaped grid: one workgroup per row group, the kernel walks the m tokens.
+          const n = ceilDiv(c.chunk.rows, m === 1 ? gemvRowsPerGroup : 16 * rowsWg);
+          pass.setPipeline(m > 1 ? multi : q8x ? q8x.gemv : gemv);
+          pass.setBindGroup(0, m > 1 ? c.multiGroup : c.gemvGroup);
           pass.dispatchWorkgroups(Math.min(n, 65535), ceilDiv(n, 65535));
         } else {
           pass.setPipeline(multi);
