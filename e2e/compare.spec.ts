@@ -3,7 +3,7 @@
 
 import { test, expect } from '@playwright/test';
 import { readFile } from 'node:fs/promises';
-import { openApp, setSetting, waitFor, watchConsole, expectNoConsoleErrors } from './helpers.ts';
+import { openApp, setSetting, snapshot, waitFor, watchConsole, expectNoConsoleErrors } from './helpers.ts';
 
 for (const prompt of ['And God said, Let there be light', 'The LORD is my shepherd']) {
   test(`greedy speculative text equals the baseline: "${prompt}"`, async ({ page }) => {
@@ -50,5 +50,24 @@ test('counters, charts and JSON export render', async ({ page }) => {
   const [png] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-png').click()]);
   const bytes = await readFile((await png.path())!);
   expect([...bytes.subarray(1, 4)].map((c) => String.fromCharCode(c)).join('')).toBe('PNG');
+  expectNoConsoleErrors(watch);
+});
+
+test('Run both pressed while the draft is still loading waits for it, then runs', async ({ page }) => {
+  const watch = watchConsole(page);
+  // The WebGPU draft (SwiftShader here) takes seconds to load: press Run before it is ready.
+  await page.goto('/?test#compare');
+  await waitFor(page, `s.draft.status === 'loading' || s.draft.status === 'ready'`);
+  await page.getByText('Latency and sampling settings').click();
+  await setSetting(page, 'compare', 'temperature', '0');
+  await setSetting(page, 'compare', 'maxTokens', '12');
+  const before = await snapshot(page);
+  await page.getByTestId('compare-run').click();
+  expect(before.draft.status !== 'ready' || before.gateway.status !== 'connected', 'the run must start before the app is ready').toBe(true);
+  const s = await waitFor(page, `s.compare.spec && s.compare.base && !s.compare.spec.running && !s.compare.base.running`);
+  expect(s.compare.spec!.error).toBeNull();
+  expect(s.compare.base!.error).toBeNull();
+  expect(s.compare.base!.tokens.length).toBeGreaterThan(0);
+  expect(s.compare.spec!.tokens).toEqual(s.compare.base!.tokens);
   expectNoConsoleErrors(watch);
 });

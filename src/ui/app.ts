@@ -47,7 +47,20 @@ export function asUiError(err: unknown): UiError {
   return { code: 'internal', message, hint: 'Reload the page; if it persists, see the browser console.' };
 }
 
-export async function loadDraft(): Promise<void> {
+// The load / connect in flight, so that a run started meanwhile waits for it instead of failing.
+let draftInFlight: Promise<void> | null = null;
+let gatewayInFlight: Promise<void> | null = null;
+
+/** Loads (or reloads) the draft; resolves when it is ready or has failed (state.draft says which). */
+export function loadDraft(): Promise<void> {
+  const p = loadDraftOnce().finally(() => {
+    if (draftInFlight === p) draftInFlight = null;
+  });
+  draftInFlight = p;
+  return p;
+}
+
+async function loadDraftOnce(): Promise<void> {
   const { source, quant, device } = state.draft;
   update((s) => {
     s.draft.status = 'loading';
@@ -97,7 +110,16 @@ function onGatewayNotice(n: WorkerNotice): void {
   }
 }
 
-export async function connectGateway(): Promise<void> {
+/** Connects to the gateway; resolves when connected or failed (state.gateway says which). */
+export function connectGateway(): Promise<void> {
+  const p = connectGatewayOnce().finally(() => {
+    if (gatewayInFlight === p) gatewayInFlight = null;
+  });
+  gatewayInFlight = p;
+  return p;
+}
+
+async function connectGatewayOnce(): Promise<void> {
   update((s) => {
     s.gateway.status = 'connecting';
     s.gateway.error = null;
@@ -123,9 +145,13 @@ export async function connectGateway(): Promise<void> {
 }
 
 /** Loads the draft (if needed) and connects (if needed); both are required to generate. */
+/** A load or connect already under way is awaited, not started again. */
 export async function ensureReady(): Promise<boolean> {
-  if (state.draft.status !== 'ready' && state.draft.status !== 'loading') await loadDraft();
-  if (state.draft.status === 'ready' && state.gateway.status !== 'connected' && state.gateway.status !== 'connecting') await connectGateway();
+  if (state.draft.status === 'loading' && draftInFlight) await draftInFlight;
+  else if (state.draft.status !== 'ready') await loadDraft();
+  if (state.draft.status !== 'ready') return false;
+  if (state.gateway.status === 'connecting' && gatewayInFlight) await gatewayInFlight;
+  else if (state.gateway.status !== 'connected' && state.gateway.status !== 'connecting') await connectGateway();
   return state.draft.status === 'ready' && state.gateway.status === 'connected';
 }
 
