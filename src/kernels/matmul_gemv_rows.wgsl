@@ -2,7 +2,7 @@
 // out[outOffset + t·outStride + r] = sum_k x[xOffset + t·xStride + k] * W[r, k] for the rows r
 // of one weight chunk. Used for every m on such adapters (decode, prefill, verify).
 // The host appends matmul_gemv_block.wgsl, matmul_x.wgsl and the format's decoder from
-// matmul_decode.wgsl (load_quads, load_scales2, XSCALE_LO/HI, QOFF_LO/HI).
+// matmul_decode.wgsl (load_pair, load_scales2, XSCALE_LO/HI, QOFF_LO/HI).
 //
 // Thread-to-data: thread g owns rows 16g .. 16g+15 and walks the 32-column blocks two at a
 // time (one scale word holds the scales of both), loading each x slice once for the 16 rows;
@@ -33,11 +33,12 @@ struct Params {
 
 override WG: u32 = 16;
 
-// XBlock, load_x, xquadm, prep_x, dotq: matmul_gemv_block.wgsl (appended by the host)
+// XBlock, XPrep, load_x, xquadm, prep_x: matmul_gemv_block.wgsl (appended by the host)
 
-// x slice of block b of the token whose x starts at f32 index xo, pre-scaled. The subgroup variant (matmul_gemv_subgroups.wgsl, part
-// rows) replaces the lines from //#x to //#end: there lane `sg` of a 4-lane subgroup loads two
-// of the eight quads and the group broadcasts them.
+// x slice of block b of the token whose x starts at f32 index xo, pre-scaled. The subgroup
+// variant (matmul_gemv_subgroups.wgsl, part rows) replaces the lines from //#x to //#end:
+// there lane `sg` of a 4-lane subgroup loads two of the eight quads and the group broadcasts
+// them.
 fn xslice(xo: u32, b: u32, sg: u32) -> XPrep {
 //#x
   return prep_x(load_x(xo, b));
