@@ -193,8 +193,8 @@ export function matmulShaderCode(kind: MatmulKernel, format: WeightFormat, opts:
       kernel.replace('/*#sgargs*/', ', @builtin(subgroup_invocation_id) sgLane: u32, @builtin(subgroup_size) sgSize: u32');
   }
   const block = kind === 'tiled' ? '' : `\n${gemvBlockSrc}`;
-  const scales = format === 'q8' || format === 'q4' ? `\n${section(decodeSrc, 'fmt', 'f16scales', true)}` : '';
-  return `${kernel}${block}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}${scales}`;
+  const scales = section(decodeSrc, 'fmt', format === 'q8' || format === 'q4' ? 'f16scales' : 'unscaled', true);
+  return `${kernel}${block}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}\n${scales}`;
 }
 
 /** True for adapters that emulate the GPU on CPU cores, where the barrier-free GEMV wins. */

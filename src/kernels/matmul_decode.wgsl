@@ -1,6 +1,7 @@
 // Weight decoders of the matmul kernels, one section per format (src/engine/quantize.ts has
-// the packed layout). The host appends exactly one `//#fmt` section to matmul_gemv.wgsl /
-// matmul_gemv_rows.wgsl / matmul_tiled.wgsl; the kernels bind the weight chunk as
+// the packed layout). The host appends one format's `//#fmt` section, then `f16scales` (q8, q4)
+// or `unscaled` (f32, f16, bf16), to matmul_gemv.wgsl / matmul_gemv_rows.wgsl /
+// matmul_tiled.wgsl (matmulShaderCode); the kernels bind the weight chunk as
 // `w: array<vec4<u32>>` and the uniform as `p` (scaleOffset in u32 words, a multiple of 4).
 //
 // load_block(row4, b): the 32 weights of block b (columns 32b..32b+31) of the row whose
@@ -36,13 +37,6 @@ struct Pair {
 }
 
 //#fmt f32
-const XSCALE_LO = vec4<f32>(1.0);
-const XSCALE_HI = vec4<f32>(1.0);
-const QOFF_LO = vec4<f32>(0.0);
-const QOFF_HI = vec4<f32>(0.0);
-fn load_quads(row4: u32, b: u32) -> Block { return load_block(row4, b); }
-fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0); }
-fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn load_pair(row4: u32, b: u32, j: u32) -> Pair {
   let i = row4 + 8u * b + 2u * j;
   return Pair(bitcast<vec4<f32>>(w[i]), bitcast<vec4<f32>>(w[i + 1u]));
@@ -55,13 +49,6 @@ fn load_block(row4: u32, b: u32) -> Block {
 }
 
 //#fmt f16
-const XSCALE_LO = vec4<f32>(1.0);
-const XSCALE_HI = vec4<f32>(1.0);
-const QOFF_LO = vec4<f32>(0.0);
-const QOFF_HI = vec4<f32>(0.0);
-fn load_quads(row4: u32, b: u32) -> Block { return load_block(row4, b); }
-fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0); }
-fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn h4(a: u32, b: u32) -> vec4<f32> {
   return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
 }
@@ -79,13 +66,6 @@ fn load_block(row4: u32, b: u32) -> Block {
 //#fmt bf16
 // bf16 is the top half of an f32: the low half-word is the even column (moved up by a
 // multiply, not a shift: see the note on shifts above).
-const XSCALE_LO = vec4<f32>(1.0);
-const XSCALE_HI = vec4<f32>(1.0);
-const QOFF_LO = vec4<f32>(0.0);
-const QOFF_HI = vec4<f32>(0.0);
-fn load_quads(row4: u32, b: u32) -> Block { return load_block(row4, b); }
-fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0); }
-fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
 fn b4(a: u32, b: u32) -> vec4<f32> {
   return bitcast<vec4<f32>>(vec4<u32>(a * 65536u, a & 0xffff0000u, b * 65536u, b & 0xffff0000u));
 }
@@ -189,3 +169,14 @@ fn load_block_raw(row4: u32, b: u32) -> Block {
   k.s = block_scale(row4, b);
   return k;
 }
+
+//#fmt unscaled
+// Appended after the f32 / f16 / bf16 section (matmulShaderCode): their raw form is the exact
+// value, no block scales.
+const XSCALE_LO = vec4<f32>(1.0);
+const XSCALE_HI = vec4<f32>(1.0);
+const QOFF_LO = vec4<f32>(0.0);
+const QOFF_HI = vec4<f32>(0.0);
+fn load_quads(row4: u32, b: u32) -> Block { return load_block(row4, b); }
+fn load_scales2(row4: u32, s4: u32, c: u32) -> vec2<f32> { return vec2<f32>(1.0); }
+fn load_block_raw(row4: u32, b: u32) -> Block { return load_block(row4, b); }
