@@ -47,17 +47,27 @@ export function asUiError(err: unknown): UiError {
   return { code: 'internal', message, hint: 'Reload the page; if it persists, see the browser console.' };
 }
 
-// The load / connect in flight, so that a run started meanwhile waits for it instead of failing.
-let draftInFlight: Promise<void> | null = null;
-let gatewayInFlight: Promise<void> | null = null;
+/** An async step whose attempt under way can be awaited (a run started meanwhile waits for it instead of failing). */
+function tracked(run: () => Promise<void>): { start: () => Promise<void>; pending: () => Promise<void> | null } {
+  let current: Promise<void> | null = null;
+  return {
+    start() {
+      const p = run().finally(() => {
+        if (current === p) current = null;
+      });
+      current = p;
+      return p;
+    },
+    pending: () => current,
+  };
+}
+
+const draftLoad = tracked(loadDraftOnce);
+const gatewayConnect = tracked(connectGatewayOnce);
 
 /** Loads (or reloads) the draft; resolves when it is ready or has failed (state.draft says which). */
 export function loadDraft(): Promise<void> {
-  const p = loadDraftOnce().finally(() => {
-    if (draftInFlight === p) draftInFlight = null;
-  });
-  draftInFlight = p;
-  return p;
+  return draftLoad.start();
 }
 
 async function loadDraftOnce(): Promise<void> {
@@ -112,11 +122,7 @@ function onGatewayNotice(n: WorkerNotice): void {
 
 /** Connects to the gateway; resolves when connected or failed (state.gateway says which). */
 export function connectGateway(): Promise<void> {
-  const p = connectGatewayOnce().finally(() => {
-    if (gatewayInFlight === p) gatewayInFlight = null;
-  });
-  gatewayInFlight = p;
-  return p;
+  return gatewayConnect.start();
 }
 
 async function connectGatewayOnce(): Promise<void> {
@@ -144,13 +150,17 @@ async function connectGatewayOnce(): Promise<void> {
   }
 }
 
-/** Loads the draft (if needed) and connects (if needed); both are required to generate. */
-/** A load or connect already under way is awaited, not started again. */
+/**
+ * Loads the draft (if needed) and connects (if needed); both are required to generate. A load
+ * or connect already under way is awaited, not started again.
+ */
 export async function ensureReady(): Promise<boolean> {
-  if (state.draft.status === 'loading' && draftInFlight) await draftInFlight;
+  const loading = draftLoad.pending();
+  if (state.draft.status === 'loading' && loading) await loading;
   else if (state.draft.status !== 'ready') await loadDraft();
   if (state.draft.status !== 'ready') return false;
-  if (state.gateway.status === 'connecting' && gatewayInFlight) await gatewayInFlight;
+  const connecting = gatewayConnect.pending();
+  if (state.gateway.status === 'connecting' && connecting) await connecting;
   else if (state.gateway.status !== 'connected' && state.gateway.status !== 'connecting') await connectGateway();
   return state.draft.status === 'ready' && state.gateway.status === 'connected';
 }
