@@ -5,7 +5,7 @@
 
 import { test, expect } from '@playwright/test';
 import { watchConsole, expectNoConsoleErrors } from './helpers.ts';
-import type { EngineCheckReport } from '../src/engine/worker-types.ts';
+import type { EngineCheckReport } from '../src/lib/app-test-api.ts';
 
 test('WebGPU engine in a worker matches the CPU reference', async ({ page }) => {
   const watch = watchConsole(page);

@@ -18,7 +18,7 @@ test('a bad gateway URL shows an error with a retry path', async ({ page }) => {
   await expect(page.getByRole('tab', { name: 'Models' })).toHaveAttribute('aria-selected', 'true');
   await page.getByLabel('Gateway URL (ws:// or http://)').fill('');
   await page.getByTestId('gw-connect').click();
-  const ok = await waitFor(page, `s.gateway.status === 'connected' || s.gateway.status === 'error' && s.errors.length > 1`);
+  const ok = await waitFor(page, (s) => s.gateway.status === 'connected' || s.gateway.status === 'error' && s.errors.length > 1);
   expect(ok.gateway.status).toBe('connected');
   await expect(page.getByTestId('gateway-info')).toContainText('Target model');
   expectNoConsoleErrors(watch, [/WebSocket connection to 'ws:\/\/127\.0\.0\.1:9\/.*' failed/]);

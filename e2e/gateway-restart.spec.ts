@@ -13,12 +13,12 @@ test('the gateway killed and restarted mid-generation: generation resumes, outpu
   let gw = await startGateway(PORT);
   try {
     await page.goto(`http://127.0.0.1:${PORT}/?test&draft=cpu`);
-    await waitFor(page, `s.draft.status === 'ready' && s.gateway.status === 'connected'`);
+    await waitFor(page, (s) => s.draft.status === 'ready' && s.gateway.status === 'connected');
     await setSetting(page, 'chat', 'temperature', '0');
     await setSetting(page, 'chat', 'maxTokens', '60');
     // Reference: an uninterrupted greedy run.
     await sendChat(page, 'And it came to pass');
-    const ref = await waitFor(page, `s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null`);
+    const ref = await waitFor(page, (s) => s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null);
     expect(ref.chat.lastError).toBeNull();
     // The same prompt again in a fresh conversation, with RTT injected so the run is slow
     // enough to interrupt.
@@ -28,11 +28,11 @@ test('the gateway killed and restarted mid-generation: generation resumes, outpu
     await page.getByLabel(/Injected network round trip/).fill('150');
     await page.getByRole('tab', { name: 'Chat' }).click();
     await sendChat(page, 'And it came to pass');
-    await waitFor(page, `s.chat.messages === 2 && s.chat.running && (s.chat.lastStats?.tokens ?? 0) >= 4`);
+    await waitFor(page, (s) => s.chat.messages === 2 && s.chat.running && (s.chat.lastStats?.tokens ?? 0) >= 4);
     await stopGateway(gw);
-    await waitFor(page, `s.gateway.status === 'reconnecting' || s.gateway.status === 'error'`);
+    await waitFor(page, (s) => s.gateway.status === 'reconnecting' || s.gateway.status === 'error');
     gw = await startGateway(PORT);
-    const s = await waitFor(page, `s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null`, 120_000);
+    const s = await waitFor(page, (s) => s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null, 120_000);
     expect(s.chat.lastError).toBeNull();
     expect(s.chat.lastText).toBe(ref.chat.lastText);
     expect(s.gateway.status).toBe('connected');

@@ -3,7 +3,7 @@
 
 import { expect, type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { DuetTestSnapshot } from '../src/engine/worker-types.ts';
+import type { DuetTestSnapshot } from '../src/lib/app-test-api.ts';
 
 /** Console messages some specs provoke on purpose (a refused WebSocket) match these. */
 export type Allow = RegExp[];
@@ -27,15 +27,19 @@ export async function snapshot(page: Page): Promise<DuetTestSnapshot> {
   return page.evaluate(() => window.__duet!.snapshot());
 }
 
-/** Waits until a predicate over the snapshot holds (polls in the page on animation frames). */
-export async function waitFor(page: Page, pred: string, timeout = 180_000): Promise<DuetTestSnapshot> {
-  await page.waitForFunction(`(() => { const s = window.__duet && window.__duet.snapshot(); return !!s && (${pred}); })()`, undefined, { timeout, polling: 'raf' });
+/**
+ * Waits until a predicate over the snapshot holds (polls in the page on animation frames). The
+ * predicate is typed against the snapshot, so a misspelt or moved field fails the typecheck; it
+ * runs in the page, so it may read only its argument (no variables of the spec).
+ */
+export async function waitFor(page: Page, pred: (s: DuetTestSnapshot) => boolean, timeout = 180_000): Promise<DuetTestSnapshot> {
+  await page.waitForFunction(`(() => { const s = window.__duet && window.__duet.snapshot(); return !!s && !!(${pred.toString()})(s); })()`, undefined, { timeout, polling: 'raf' });
   return snapshot(page);
 }
 
 export async function openApp(page: Page, query = '', hash = ''): Promise<DuetTestSnapshot> {
   await page.goto(`/?test${query ? `&${query}` : ''}${hash}`);
-  return waitFor(page, `s.draft.status === 'ready' && s.gateway.status === 'connected' || s.draft.status === 'error' || s.gateway.status === 'error'`);
+  return waitFor(page, (s) => s.draft.status === 'ready' && s.gateway.status === 'connected' || s.draft.status === 'error' || s.gateway.status === 'error');
 }
 
 export async function setSetting(page: Page, prefix: 'chat' | 'compare', key: string, value: string | boolean): Promise<void> {

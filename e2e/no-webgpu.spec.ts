@@ -15,7 +15,7 @@ test('without WebGPU the draft falls back to the CPU with a notice', async ({ pa
   await expect(page.getByTestId('draft-pill')).toContainText('CPU');
   await setSetting(page, 'chat', 'maxTokens', '16');
   await sendChat(page, 'In the beginning');
-  const done = await waitFor(page, `s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null`);
+  const done = await waitFor(page, (s) => s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null);
   expect(done.chat.lastError).toBeNull();
   expect(done.chat.lastStats!.tokens).toBeGreaterThan(0);
   expectNoConsoleErrors(watch);

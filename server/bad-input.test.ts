@@ -22,7 +22,7 @@ let t: TestGateway;
 
 beforeAll(async () => {
   // a long batch window makes "two verifies in flight" deterministic (the first waits for it)
-  t = await startTestGateway({ pairOptions: { seed: 3, config: SMALL }, maxBlock: 8, maxSessions: 6, maxContext: 64, batchWindowMs: 40, ratePerSec: 0 });
+  t = await startTestGateway({ pairOptions: { seed: 3, config: SMALL }, maxBlock: 8, maxSessions: 6, maxSessionsPerAddress: 6, maxContext: 64, batchWindowMs: 40, ratePerSec: 0 });
 });
 afterAll(async () => t?.close());
 

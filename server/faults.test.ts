@@ -1,7 +1,7 @@
 // Faults: the gateway restarted mid-generation (same port, and a different gateway
 // instance) → the client reconnects, resumes from its transcript, and the greedy output is
 // still identical to target-only; a client that vanishes mid-verify (or while queued) frees
-// its session on the verifier.
+// its session on the verifier; a free that fails in the background is logged and counted.
 import { afterEach, describe, expect, it } from 'vitest';
 import { greedyOracle, tinyPair } from '../src/engine/spec-fixtures.ts';
 import { speculate, baseline } from '../src/engine/speculative.ts';
@@ -229,5 +229,50 @@ describe('a client that vanishes', () => {
     await until(() => verifier.sessionCount === 0, 5_000, 'queued session freed');
     await new Promise((r) => setTimeout(r, 400));
     expect(g.stats().batchedRequests).toBe(0); // the dead session's block never reached the target
+  });
+});
+
+describe('a failure nobody awaits', () => {
+  it('freeing a session whose client left is logged and counted in /metrics, also when its verify failed after the client left', async () => {
+    const inner = newVerifier();
+    const { verifier: held, entered: enteredP, release } = gated(inner);
+    const verifier: Verifier = {
+      ...held,
+      // the verify fails once released, and every free fails
+      verifyBatch: async (reqs) => {
+        await held.verifyBatch(reqs);
+        throw new Error('verify boom');
+      },
+      close: async () => {
+        throw new Error('close boom');
+      },
+    };
+    const lines: string[] = [];
+    const g = await startGateway({ verifier, log: (l) => lines.push(l) });
+    cleanups.push(async () => {
+      await g.close();
+      await inner.dispose();
+    });
+    const counted = async (): Promise<number> => {
+      const m = /^duet_background_errors_total\{where="ws_session_close"\} (\d+)$/m.exec(await (await fetch(`${g.url}/metrics`)).text());
+      return m ? Number(m[1]) : NaN;
+    };
+    expect(await counted()).toBe(0);
+    const c = await RawClient.connect(g.wsUrl);
+    c.send(encodeJson({ type: 'hello', protocol: PROTOCOL_VERSION, tokenizerHash: TEST_TOKENIZER_HASH }));
+    for (const s of [1, 2]) c.send(JSON.stringify({ type: 'open', session: s, prompt: [1, 2, 3], sampling: GREEDY, mode: 'speculative' }));
+    await c.next((m) => m.type === 'opened' && m.session === 1);
+    await c.next((m) => m.type === 'opened' && m.session === 2);
+    c.send(encodeVerify({ type: 'verify', session: 1, seq: 0, draft: Int32Array.of(5, 6) }));
+    await enteredP;
+    c.ws.terminate();
+    // session 2 was idle: freed (and failing) as soon as the gateway sees the socket gone
+    await until(() => lines.some((l) => /^close c\d+s2o\d+: close boom$/.test(l)), 5_000, 'the idle session\'s failed free to be logged');
+    expect(await counted()).toBe(1);
+    // session 1's verify fails after its client left: its free fails too, and is not swallowed
+    release();
+    await until(() => lines.some((l) => /^close c\d+s1o\d+: close boom$/.test(l)), 5_000, 'the in-flight session\'s failed free to be logged');
+    expect(await counted()).toBe(2);
+    expect(lines.filter((l) => l.includes('close boom'))).toHaveLength(2);
   });
 });

@@ -18,7 +18,8 @@ const FRAMES = 10_000;
 let t: TestGateway;
 
 beforeAll(async () => {
-  t = await startTestGateway({ pairOptions: { seed: 9, config: SMALL }, maxBlock: 8, maxSessions: 16, maxContext: 128, ratePerSec: 0 });
+  // rate limits off: this test is about what bad frames do, not how many (harden.test covers the limits)
+  t = await startTestGateway({ pairOptions: { seed: 9, config: SMALL }, maxBlock: 8, maxSessions: 16, maxContext: 128, ratePerSec: 0, framesPerSec: 0, errorsPerSec: 0 });
 });
 afterAll(async () => t?.close());
 

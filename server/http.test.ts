@@ -76,7 +76,10 @@ describe('HTTP', () => {
     expect(parseRange('bytes=5-100', 10)).toEqual({ start: 5, end: 9 });
     expect(parseRange('bytes=-3', 10)).toEqual({ start: 7, end: 9 });
     expect(parseRange('bytes=-30', 10)).toEqual({ start: 0, end: 9 });
-    for (const bad of ['bytes=-0', 'bytes=10-', 'bytes=5-2', 'bytes=-', 'items=0-1', 'bytes=0-1,3-4']) expect(parseRange(bad, 10), bad).toBe('bad');
+    for (const bad of ['bytes=-0', 'bytes=10-', 'bytes=5-2']) expect(parseRange(bad, 10), bad).toBe('bad');
+    // RFC 9110 §14.2: a Range the server does not serve (other unit, several ranges, malformed) is ignored: whole file
+    for (const ignored of ['bytes=-', 'items=0-1', 'bytes=0-1,3-4', 'pages=1']) expect(parseRange(ignored, 10), ignored).toBeNull();
+    expect(parseRange('BYTES=2-4', 10)).toEqual({ start: 2, end: 4 });
   });
 });
 

@@ -1,6 +1,12 @@
 // The gateway's HTTP side: the built web app (dist/), `/models/...` from a local models
 // folder with byte-range support (the browser's URL loader fetches safetensors in ranges),
-// and `GET /api/info` (JSON: target model, verifier, tokenizer hash, limits).
+// `GET /api/info` (JSON: target model, verifier, tokenizer hash, limits) and `GET /health`
+// (200 ready / 503 loading or draining, for load balancers and orchestrators).
+//
+// /api/info and /models need no token even on a --token gateway, on purpose: the token guards
+// the target's compute (the WebSocket); /api/info is what a browser reads to explain a refused
+// upgrade and /models holds the public weights the page loads before it can connect. Keep
+// private weights out of --models-dir (or put auth in the proxy in front, deploy/).
 
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -27,6 +33,8 @@ export interface HttpOptions {
   staticDir?: string;
   modelsDir?: string;
   info: () => unknown;
+  /** GET /health: status 200 = ready; anything else (503) = loading or draining. */
+  health?: () => { status: number; body: unknown };
   /** Requests no route matched go here (the Vite dev server with --dev) instead of a 404. */
   fallback?: (req: IncomingMessage, res: ServerResponse) => void;
   /** Origins allowed to fetch /api/info and /models cross-origin (e.g. the Vite dev server). */
@@ -45,11 +53,16 @@ function send(res: ServerResponse, status: number, body: string, type = 'text/pl
   res.end(body);
 }
 
-/** Parse a single `bytes=` range against a file size; null = whole file; 'bad' = 416. */
+/**
+ * Parse a Range header against a file size (RFC 9110 §14.2): null = serve the whole file,
+ * 'bad' = 416. The unit is case-insensitive (`BYTES=` is served); a header the server does not
+ * serve — another unit (`items=`), several ranges, or a malformed one — is ignored (200, whole
+ * file), which §14.2 allows; only a well-formed single byte range that is unsatisfiable is 416.
+ */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | 'bad' {
   if (!header) return null;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m || (m[1] === '' && m[2] === '')) return 'bad';
+  const m = /^bytes[ \t]*=[ \t]*(\d*)-(\d*)$/i.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return null;
   let start: number;
   let end: number;
   if (m[1] === '') {
@@ -110,8 +123,10 @@ export function createHttpHandler(o: HttpOptions): (req: IncomingMessage, res: S
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const origin = req.headers.origin;
-    const cors: Record<string, string> = origin && o.allowOrigins.includes(origin)
-      ? { 'Access-Control-Allow-Origin': origin, 'Access-Control-Expose-Headers': 'Content-Range, Content-Length, Accept-Ranges', Vary: 'Origin' }
+    // --allow-origin '*' opens /ws to any page; the HTTP side (info, models) follows it
+    const anyOrigin = o.allowOrigins.includes('*');
+    const cors: Record<string, string> = origin && (anyOrigin || o.allowOrigins.includes(origin))
+      ? { 'Access-Control-Allow-Origin': anyOrigin ? '*' : origin, 'Access-Control-Expose-Headers': 'Content-Range, Content-Length, Accept-Ranges', Vary: 'Origin' }
       : {};
     if (req.method === 'OPTIONS') {
       res.writeHead(204, { ...cors, 'Access-Control-Allow-Methods': 'GET, HEAD', 'Access-Control-Allow-Headers': 'Range' });
@@ -126,6 +141,10 @@ export function createHttpHandler(o: HttpOptions): (req: IncomingMessage, res: S
       return send(res, 400, 'bad request path\n');
     }
     if (pathname.includes('\0')) return send(res, 400, 'bad request path\n');
+    if (pathname === '/health' && o.health) {
+      const h = o.health();
+      return send(res, h.status, JSON.stringify(h.body) + '\n', TYPES['.json']);
+    }
     if (pathname === '/api/info') {
       res.setHeader('Cache-Control', 'no-cache');
       for (const [k, v] of Object.entries(cors)) res.setHeader(k, v);

@@ -2,52 +2,34 @@
 // gateway as a child process, the draft (CPU reference, in this process) decodes through it
 // with the WebSocket client, and the greedy output equals target-only greedy decoding of the
 // target model (incremental CpuLlama oracle). Also checks /api/info and /models from the CLI.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModelDir, type LoadedModel } from '../src/engine/loader/node.ts';
 import { Tokenizer, tokenizerHash } from '../src/engine/tokenizer.ts';
 import { CpuLlama } from '../src/engine/reference.ts';
-import { argmax } from '../src/engine/sampler.ts';
 import { speculate } from '../src/engine/speculative.ts';
 import { GREEDY } from '../src/engine/sampling.ts';
 import { RemoteTarget } from '../src/protocol/client.ts';
+import { spawnServe, targetGreedy as greedy, type ServeChild, type ServeStarted } from './testing.ts';
 
 const TARGET = 'public/models/tiny-target';
 const DRAFT = 'public/models/tiny-draft';
 const havePair = existsSync(`${TARGET}/config.json`) && existsSync(`${DRAFT}/config.json`);
 if (!havePair) console.warn(`serve.test: skipped, ${TARGET} / ${DRAFT} are missing (the bundled tiny pair is built by tools/train)`);
 
-function greedy(m: LoadedModel, prompt: number[], n: number): number[] {
-  const lm = new CpuLlama(m.config, m.weights, prompt.length + n + 1);
-  const V = m.config.vocabSize;
-  let logits = lm.forwardSync(prompt, 0);
-  const out = [argmax(logits, (prompt.length - 1) * V, V)];
-  while (out.length < n) {
-    logits = lm.forwardSync([out[out.length - 1]], prompt.length + out.length - 1);
-    out.push(argmax(logits, 0, V));
-  }
-  return out;
-}
-
 describe.skipIf(!havePair)('duet serve on the tiny pair', () => {
-  let proc: ChildProcess;
-  let started: { url: string; ws: string; info: { tokenizerHash: string; model: string; backend: string; vocabSize: number } };
+  let child: ServeChild | undefined;
+  let started: ServeStarted;
   let target: LoadedModel;
   let draft: LoadedModel;
 
   beforeAll(async () => {
-    proc = spawn(process.execPath, ['bin/duet.mjs', 'serve', '--port', '0', '--json', '--quiet', '--max-context', '256'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const line = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: proc.stdout! }).once('line', resolve);
-      proc.once('exit', (code) => reject(new Error(`duet serve exited with ${code} before listening`)));
-    });
-    started = JSON.parse(line);
+    child = await spawnServe(['--port', '0', '--max-context', '256']);
+    started = child.started;
     [target, draft] = await Promise.all([loadModelDir(TARGET), loadModelDir(DRAFT)]);
   });
   afterAll(() => {
-    proc?.kill('SIGTERM');
+    child?.proc.kill('SIGTERM');
   });
 
   it('reports the tiny target and the tokenizer the draft shares', async () => {

@@ -1,21 +1,27 @@
 // Test fixtures for the gateway: an in-process gateway over a cpu verifier on a small
-// random-weight target (src/engine/spec-fixtures.ts), and a raw WebSocket for tests that
-// must send frames the real client never would.
+// random-weight target (src/engine/spec-fixtures.ts), a raw WebSocket for tests that
+// must send frames the real client never would, `duet serve` as a child process, and the
+// target-only greedy oracle the end-to-end tests compare against.
 
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
+import type { LlamaConfig } from '../src/engine/config.ts';
+import { CpuLlama } from '../src/engine/reference.ts';
+import { argmax } from '../src/engine/sampling.ts';
+import type { LlamaWeights } from '../src/engine/weights.ts';
 import { tinyPair, type ModelPair, type PairOptions } from '../src/engine/spec-fixtures.ts';
 import { decodeServerFrame } from '../src/protocol/codec.ts';
-import type { ServerMessage } from '../src/protocol/messages.ts';
+import type { GatewayInfo, ServerMessage } from '../src/protocol/messages.ts';
 import { RemoteTarget, type RemoteTargetOptions } from '../src/protocol/client.ts';
 import { startGateway, type Gateway, type GatewayOptions } from './gateway.ts';
-import { createCpuVerifier } from './verifiers/cpu.ts';
-import type { LocalVerifier } from './verifiers/local.ts';
+import { createCpuVerifier, type CpuBackend } from './verifiers/cpu.ts';
 
 export const TEST_TOKENIZER_HASH = 'test-tokenizer-hash';
 
 export interface TestGateway {
   gateway: Gateway;
-  verifier: LocalVerifier;
+  verifier: CpuBackend;
   pair: ModelPair;
   close(): Promise<void>;
 }
@@ -58,8 +64,8 @@ export class RawClient {
     ws.on('error', () => {});
   }
 
-  static async connect(url: string, headers: Record<string, string> = {}): Promise<RawClient> {
-    const ws = new WebSocket(url, { headers });
+  static async connect(url: string, headers: Record<string, string> = {}, options: WebSocket.ClientOptions = {}): Promise<RawClient> {
+    const ws = new WebSocket(url, { ...options, headers });
     const c = new RawClient(ws);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
@@ -119,4 +125,48 @@ export async function until(cond: () => boolean, timeoutMs = 5_000, what = 'cond
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/** What `duet serve --json` prints once it listens. */
+export interface ServeStarted {
+  url: string;
+  ws: string;
+  info: GatewayInfo;
+}
+
+export interface ServeChild {
+  proc: ChildProcess;
+  started: ServeStarted;
+  /** The HTTP (and WebSocket) port it listens on. */
+  port: number;
+  /** Its exit code; null when a signal ended it. */
+  exited: Promise<number | null>;
+}
+
+/**
+ * Start `duet serve --json --quiet ...args` as a child process (stderr shown, stdout read) and
+ * wait for its JSON line: it listens then. Rejects if it exits first.
+ */
+export async function spawnServe(args: string[]): Promise<ServeChild> {
+  const proc = spawn(process.execPath, ['bin/duet.mjs', 'serve', '--json', '--quiet', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: proc.stdout! }).once('line', resolve);
+    void exited.then((code) => reject(new Error(`duet serve exited with ${code} before listening`)));
+  });
+  const started = JSON.parse(line) as ServeStarted;
+  return { proc, started, port: Number(new URL(started.url).port), exited };
+}
+
+/** Target-only greedy continuation (n tokens) of a loaded model: the incremental CpuLlama oracle. */
+export function targetGreedy(m: { config: LlamaConfig; weights: LlamaWeights }, prompt: number[], n: number): number[] {
+  const lm = new CpuLlama(m.config, m.weights, prompt.length + n + 1);
+  const V = m.config.vocabSize;
+  let logits = lm.forwardSync(prompt, 0);
+  const out = [argmax(logits, (prompt.length - 1) * V, V)];
+  while (out.length < n) {
+    logits = lm.forwardSync([out[out.length - 1]], prompt.length + out.length - 1);
+    out.push(argmax(logits, 0, V));
+  }
+  return out;
 }

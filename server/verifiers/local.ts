@@ -2,12 +2,13 @@
 // one LocalTarget per session, so the acceptance rule is src/engine/accept.ts and nothing
 // else. These backends have no batched forward across sessions, so verifyBatch runs the
 // batch's sessions one after the other; the batcher still groups them so a backend that can
-// batch (the sidecar) gets one call.
+// batch (the sidecar) gets one call. A backend with a batched forward (webgpu) extends this
+// class and replaces verifyBatch only: sessions, open, generate, close and dispose are these.
 
 import type { CausalLM } from '../../src/engine/model.ts';
 import type { SamplingParams } from '../../src/engine/sampling.ts';
 import { LocalTarget } from '../../src/engine/local-target.ts';
-import { Rng, STREAM_TARGET } from '../../src/engine/sampler.ts';
+import { Rng, STREAM_TARGET } from '../../src/engine/sampling.ts';
 import { PartialBatchError, type Verifier, type VerifierInfo, type VerifyRequest, type VerifyResult } from './types.ts';
 
 export class UnknownSessionError extends Error {
@@ -93,7 +94,7 @@ export class LocalVerifier implements Verifier {
     await this.opts.onDispose?.();
   }
 
-  private get(sessionId: string): LocalTarget {
+  protected get(sessionId: string): LocalTarget {
     const t = this.sessions.get(sessionId);
     if (!t) throw new UnknownSessionError(`no open session ${sessionId} on this verifier`);
     return t;

@@ -2,6 +2,7 @@
 // verify_batch (one batched forward) vs the same N verifies one session at a time. JSON out;
 // `duet bench spec` includes it under "sidecar". Also runnable alone:
 //   npx tsx server/verifiers/sidecar-bench.ts [--model DIR] [--sessions 16] [--k 4] [--rounds 6] [--json FILE]
+//     [--python PATH] [--sidecar-args '--backend ttnn ...']   (PATH: e.g. tt-metal's python_env python)
 
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -116,7 +117,8 @@ if (process.argv[1]?.endsWith('sidecar-bench.ts')) {
   };
   const num = (name: string): number | undefined => (get(name) === undefined ? undefined : Number(get(name)));
   const extra = get('sidecar-args')?.split(' ').filter(Boolean);
-  benchSidecarBatch({ model: get('model'), sessions: num('sessions'), k: num('k'), rounds: num('rounds'), sidecarArgs: extra, log: (l) => console.error(l) })
+  const cmd = get('python') === undefined ? undefined : [get('python')!, 'server/sidecar/main.py'];
+  benchSidecarBatch({ model: get('model'), cmd, sessions: num('sessions'), k: num('k'), rounds: num('rounds'), sidecarArgs: extra, log: (l) => console.error(l) })
     .then((r) => {
       const json = JSON.stringify(r, null, 2);
       console.log(json);

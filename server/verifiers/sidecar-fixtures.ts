@@ -5,24 +5,14 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LlamaConfig } from '../../src/engine/config.ts';
+import { f32ToBf16Bits } from '../../src/engine/quantize.ts';
 import { type LlamaWeights, layerTensorNames } from '../../src/engine/weights.ts';
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** f32 → bf16 bits, round to nearest even (as torch does). */
-export function bf16Bits(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  if ((b & 0x7fffffff) > 0x7f800000) return 0x7fc0;
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
 
 /** The same weights rounded through bf16: what a BF16 checkpoint holds. */
 export function roundWeightsBf16(w: LlamaWeights): LlamaWeights {
   const r = (a: Float32Array): Float32Array => {
     const u = new Uint32Array(a.length);
-    for (let i = 0; i < a.length; i++) u[i] = bf16Bits(a[i]) << 16;
+    for (let i = 0; i < a.length; i++) u[i] = f32ToBf16Bits(a[i]) << 16;
     return new Float32Array(u.buffer);
   };
   return {
@@ -77,7 +67,7 @@ export async function writeLlamaDir(dir: string, c: LlamaConfig, w: LlamaWeights
     if (dtype === 'F32') parts.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
     else {
       const u = new Uint16Array(data.length);
-      for (let i = 0; i < data.length; i++) u[i] = bf16Bits(data[i]);
+      for (let i = 0; i < data.length; i++) u[i] = f32ToBf16Bits(data[i]);
       parts.push(Buffer.from(u.buffer));
     }
   }

@@ -15,9 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type LlamaConfig, syntheticConfig } from '../../src/engine/config.ts';
 import { type LlamaWeights, randomWeights } from '../../src/engine/weights.ts';
 import { CpuLlama } from '../../src/engine/reference.ts';
-import { Rng, STREAM_TARGET, argmax, processedDist } from '../../src/engine/sampler.ts';
+import { Rng, STREAM_TARGET, argmax, processedDist } from '../../src/engine/sampling.ts';
 import { acceptBlock } from '../../src/engine/accept.ts';
 import { randomPrompts, tinyPair } from '../../src/engine/spec-fixtures.ts';
+import { LocalTarget } from '../../src/engine/local-target.ts';
 import { loadModelDir } from '../../src/engine/loader/node.ts';
 import { tokenizerHash } from '../../src/engine/tokenizer.ts';
 import { compare, randomF32 } from '../../src/kernels/testing.ts';
@@ -26,6 +27,7 @@ import {
   type SidecarVerifier, SidecarBatchError, SidecarMismatchError, SidecarRemoteError, SidecarStartError, SidecarSessionLostError, createSidecarVerifier, splitCommand,
 } from './sidecar.ts';
 import type { VerifyRequest } from './types.ts';
+import type { TargetLink } from '../../src/engine/target-link.ts';
 import { startGateway } from '../gateway.ts';
 import { RemoteTarget } from '../../src/protocol/client.ts';
 import { speculate } from '../../src/engine/speculative.ts';
@@ -253,16 +255,43 @@ describe.skipIf(!HAVE_TORCH)('sidecar verifier (torch backend) vs the CPU refere
     await pool.close('bad');
   });
 
-  it('sampled verify carries the draft distributions (binary) and stays in the vocabulary', async () => {
+  it('sampled verify carries the draft distributions (binary): first token, accepted count and token are the CPU reference target\'s, draw for draw', async () => {
     const sp = { temperature: 0.9, topK: 20, topP: 0.95, seed: 7 };
-    await pool.open('samp', [3, 4, 5], sp);
     const q = { ids: Int32Array.of(10, 11, 12), probs: Float32Array.of(0.5, 0.25, 0.25) };
-    const [r] = await pool.verifyBatch([{ sessionId: 'samp', draft: [10, 12], draftDists: [q, q] }]);
-    expect(r.accepted).toBeGreaterThanOrEqual(0);
-    expect(r.accepted).toBeLessThanOrEqual(2);
-    expect(r.token).toBeGreaterThanOrEqual(0);
-    expect(r.token).toBeLessThan(pair.config.vocabSize);
+    // the oracle: the same session on the TypeScript target (same logits, same RNG stream, same acceptance rule)
+    const ref = new LocalTarget(pair.newTarget(256));
+    const refOpen = await ref.open([3, 4, 5], sp);
+    const refVerdicts = [await ref.verify([10, 12], [q, q]), await ref.verify([11], [q])];
+    const opened = await pool.open('samp', [3, 4, 5], sp);
+    expect(opened.firstToken).toBe(refOpen.firstToken);
+    const got = [(await pool.verifyBatch([{ sessionId: 'samp', draft: [10, 12], draftDists: [q, q] }]))[0], (await pool.verifyBatch([{ sessionId: 'samp', draft: [11], draftDists: [q] }]))[0]];
+    expect(got.map((r) => [r.accepted, r.token])).toEqual(refVerdicts.map((r) => [r.accepted, r.token]));
     await pool.close('samp');
+    // whole sampled runs (k = 3, a real draft's q): every accept/reject draw and every correction is the reference's
+    const poolLink = (id: string): TargetLink => ({
+      targetPasses: 0,
+      open: (prompt, params) => pool.open(id, prompt, params),
+      verify: async (draft, draftDists) => ({ ...(await pool.verifyBatch([{ sessionId: id, draft, draftDists }]))[0], verifyMs: 0 }),
+      generate: (n, onToken) => pool.generate(id, n, onToken),
+      close: () => pool.close(id),
+    });
+    let drafted = 0;
+    let accepted = 0;
+    for (const [i, prompt] of randomPrompts(4, pair.config.vocabSize, 9, 3).entries()) {
+      const params = { ...sp, seed: 100 + i };
+      const opts = { params, maxTokens: 20, k: 3, adaptive: false };
+      const want = await speculate(pair.newDraft(256), new LocalTarget(pair.newTarget(256)), prompt, opts);
+      const link = poolLink(`run${i}`);
+      const have = await speculate(pair.newDraft(256), link, prompt, opts);
+      await link.close();
+      expect(have.tokens, `run ${i}`).toEqual(want.tokens);
+      expect(have.provenance, `run ${i}`).toEqual(want.provenance);
+      drafted += want.stats.draftedTokens;
+      accepted += want.stats.acceptedTokens;
+    }
+    // the runs exercised both outcomes of the sampled acceptance test
+    expect(accepted).toBeGreaterThan(0);
+    expect(accepted).toBeLessThan(drafted);
   });
 
   it('--sidecar-addr connects to a running sidecar', async () => {
@@ -312,7 +341,7 @@ describe.skipIf(!HAVE_TORCH)('sidecar verifier (torch backend) vs the CPU refere
 });
 
 describe.skipIf(!HAVE_TORCH)('sidecar pieces', () => {
-  it('the Python RNG is the same xoshiro128** stream as sampler.ts', () => {
+  it('the Python RNG is the same xoshiro128** stream as sampling.ts', () => {
     const seeds = [0, 1, 42, 0xffffffff];
     const py = spawnSync(PY, ['-c', `import sys; sys.path.insert(0, "server/sidecar")
 from duet_sidecar.rng import Rng
@@ -327,7 +356,7 @@ for s in ${JSON.stringify(seeds)}:
     expect(py.stdout.trim().split('\n').map((l) => l.split(' ').map(Number).join(' '))).toEqual(want);
   });
 
-  it('the Python acceptance rule and sampler reproduce accept.ts / sampler.ts draw for draw on identical logits', () => {
+  it('the Python acceptance rule and sampler reproduce accept.ts / sampling.ts draw for draw on identical logits', () => {
     // 120 blocks over a 61-token vocab, k = 3, with several (T, top-k, top-p); q from a perturbed row
     const vocab = 61;
     const k = 3;

@@ -228,6 +228,9 @@ export interface SidecarHello {
   maxSessions: number;
   device: string;
   tokenizerHash: string;
+  /** ttnn backend: the verify its start-up self-test chose, and that test's outcome (server/sidecar/README.md). */
+  verifyPath?: string;
+  selfTest?: Record<string, unknown> | null;
 }
 
 export type MemberState = 'starting' | 'up' | 'down' | 'stopped';
@@ -545,6 +548,7 @@ export class SidecarVerifier implements Verifier {
       maxContext: Math.min(...up.map((m) => m.hello!.maxContext)),
       maxBatch: up.reduce((a, m) => a + m.hello!.maxBatch, 0),
       device: [...new Set(up.map((m) => m.hello!.device))].join(' + ') + (this.members.length > 1 ? ` (${this.members.length} sidecars)` : ''),
+      ...verifyOutcome(up),
     };
   }
 
@@ -697,6 +701,13 @@ export class SidecarVerifier implements Verifier {
   async dispose(): Promise<void> {
     await Promise.all(this.members.map((m) => m.stop()));
   }
+}
+
+/** The ttnn members' verify path and self-test outcome, for /api/info; nothing for other backends. */
+function verifyOutcome(up: SidecarMember[]): Pick<VerifierInfo, 'verifyPath' | 'selfTest'> {
+  const paths = [...new Set(up.flatMap((m) => (m.hello!.verifyPath === undefined ? [] : [m.hello!.verifyPath])))];
+  if (!paths.length) return {};
+  return { verifyPath: paths.join(' + '), selfTest: up.map((m) => ({ sidecar: m.label, ...(m.hello!.selfTest ?? {}) })) };
 }
 
 function parseAddr(a: string): { host: string; port: number } {

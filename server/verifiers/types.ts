@@ -21,6 +21,13 @@ export interface VerifierInfo {
    * resumed last token (always so at temperature 0).
    */
   resume?: boolean;
+  /**
+   * How a k+1 verify runs, where the backend has a choice (sidecar ttnn: 'split-update' or
+   * 'single-decode', chosen by its start-up self-test on the card), and per sidecar that test's
+   * outcome (server/sidecar/README.md).
+   */
+  verifyPath?: string;
+  selfTest?: Record<string, unknown>[];
 }
 
 export interface VerifyRequest {
@@ -62,6 +69,42 @@ export interface Verifier {
   generate(sessionId: string, n: number, onToken?: (token: number) => void): Promise<number[]>;
   close(sessionId: string): Promise<void>;
   dispose(): Promise<void>;
+  /**
+   * Optional: ONE pass over prefill chunks of opening sessions and the verify blocks of open
+   * ones together (a backend with a batched forward that can take prompt rows). The batcher
+   * then feeds opens into the shared pass instead of running each as a job of its own, and
+   * cuts long prompts into chunks so one big prefill cannot hold the verifier. Batch-invariant
+   * like verifyBatch: an open's first token and logits do not depend on the chunking or on who
+   * shares its passes. close() of a session whose prefill is part-way through drops it.
+   */
+  pass?(prefills: PrefillChunk[], verifies: VerifyRequest[]): Promise<PassResult>;
+}
+
+/** An open as the batcher queues it: Verifier.open's arguments. */
+export interface OpenRequest {
+  sessionId: string;
+  prompt: number[];
+  sampling: SamplingParams;
+  resume?: number[];
+}
+
+/** The tokens an open prefills before its first token: the prompt, or prompt + resume[:-1]. */
+export function prefillLength(o: OpenRequest): number {
+  return o.resume && o.resume.length > 0 ? o.prompt.length + o.resume.length - 1 : o.prompt.length;
+}
+
+/** The next piece of an open's prefill: its first `tokens` not yet run (at least 1; all of them finishes the open). */
+export interface PrefillChunk {
+  open: OpenRequest;
+  tokens: number;
+}
+
+export interface PassResult {
+  verifies: VerifyResult[];
+  /** Opens whose prefill finished in this pass. */
+  opened: { sessionId: string; firstToken: number }[];
+  /** Sessions (verify or open) that failed; a failed open holds nothing on the backend. */
+  failures: Map<string, Error>;
 }
 
 /**

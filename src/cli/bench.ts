@@ -11,10 +11,16 @@ interface Args {
   formats: string[] | null;
   noEngine: boolean;
   workingSetMiB: number | null;
+  draftDelayMs: number | null;
+  onlySlowDraft: boolean;
 }
 
 const SUITES: Record<string, { summary: string; run: Suite }> = {
-  spec: { summary: 'speculative decoding on the tiny pair: k sweep, RTT speedups, gateway capacity', run: async (a) => (await import('../../tools/bench/spec.ts')).runSpecBench({ quick: a.quick, log: (l) => console.error(l) }) },
+  spec: { summary: 'speculative decoding on the tiny pair: k sweep, RTT speedups, gateway capacity', run: async (a) => (await import('../../tools/bench/spec.ts')).runSpecBench({ quick: a.quick, draftDelayMs: a.draftDelayMs ?? undefined, onlySlowDraft: a.onlySlowDraft, log: (l) => console.error(l) }) },
+  verify: {
+    summary: 'one target pass per backend (cpu, cpu-reference, webgpu, sidecar) and shape, B sessions x T tokens',
+    run: async (a) => (await import('../../tools/bench/verify.ts')).runVerifyBench({ quick: a.quick, log: (l) => console.error(l) }),
+  },
   kernels: {
     summary: 'decode matmul GB/s per weight format vs a copy kernel; engine decode tok/s',
     run: async (a) => {
@@ -36,13 +42,13 @@ export class BenchUsageError extends Error {
   override name = 'BenchUsageError';
 }
 
-const USAGE = `usage: duet bench <suite> [--json FILE] [--quick] [--formats f32,q4] [--no-engine] [--working-set-mib N]
+const USAGE = `usage: duet bench <suite> [--json FILE] [--quick] [--formats f32,q4] [--no-engine] [--working-set-mib N] [--draft-delay-ms MS] [--only-slow-draft]
 suites:
 ${Object.entries(SUITES).map(([n, s]) => `  ${n.padEnd(10)} ${s.summary}`).join('\n')}
 Progress goes to stderr; the result JSON to FILE (or stdout without --json).`;
 
 function parse(argv: string[]): Args {
-  const a: Args = { quick: false, json: null, formats: null, noEngine: false, workingSetMiB: null };
+  const a: Args = { quick: false, json: null, formats: null, noEngine: false, workingSetMiB: null, draftDelayMs: null, onlySlowDraft: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const val = (): string => {
@@ -54,6 +60,12 @@ function parse(argv: string[]): Args {
     else if (k === '--json') a.json = val();
     else if (k === '--formats') a.formats = val().split(',').filter(Boolean);
     else if (k === '--no-engine') a.noEngine = true;
+    else if (k === '--only-slow-draft') a.onlySlowDraft = true;
+    else if (k === '--draft-delay-ms') {
+      // spec suite: injected ms per draft forward in its slowDraft section (default one target step)
+      a.draftDelayMs = Number(val());
+      if (!(a.draftDelayMs >= 0)) throw new BenchUsageError(`--draft-delay-ms must be a number >= 0`);
+    }
     else if (k === '--working-set-mib') {
       a.workingSetMiB = Number(val());
       if (!(a.workingSetMiB > 0)) throw new BenchUsageError(`--working-set-mib must be a positive number`);

@@ -1,4 +1,4 @@
-// `duet generate --model DIR --prompt TEXT [--backend cpu|webgpu] [--quant none|f16|bf16|q8|q4]
+// `duet generate --model DIR --prompt TEXT [--backend cpu|webgpu] [--quant none|auto|f16|bf16|q8|q4]
 //  [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--json]`
 // Plain autoregressive generation with one model (no speculation): the reference a user
 // compares `duet speculate` against. Text streams to stdout as tokens arrive; --json prints
@@ -10,18 +10,20 @@ import type { LlamaConfig } from '../engine/config.ts';
 import type { LlamaWeights } from '../engine/weights.ts';
 import { CpuLlama } from '../engine/reference.ts';
 import { openModelDir } from '../engine/loader/node.ts';
-import { loadWeightsF32, type OpenedModel } from '../engine/loader/model.ts';
+import { type QuantChoice, loadWeightsF32, resolveWeightFormat, stopTokenIds, type OpenedModel } from '../engine/loader/model.ts';
+import type { ProgressFn } from '../engine/loader/source.ts';
 import { Tokenizer } from '../engine/tokenizer.ts';
-import { Rng, STREAM_TARGET, sampleRow, validateSampling } from '../engine/sampler.ts';
-import type { SamplingParams } from '../engine/sampling.ts';
+import { Rng, STREAM_TARGET, sampleRow, validateSampling, type SamplingParams } from '../engine/sampling.ts';
 import { type WeightFormat, dequantize, packMatrix } from '../engine/quantize.ts';
+import { withLoadBar } from '../../server/progress.ts';
 
 export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-export type Quant = 'none' | WeightFormat;
-const QUANTS: readonly string[] = ['none', 'f32', 'f16', 'bf16', 'q8', 'q4'];
+/** 'auto': the format that keeps a GGUF file's own precision (q4 / q8), else f32 (model.autoFormat). */
+export type Quant = QuantChoice;
+const QUANTS: readonly string[] = ['none', 'auto', 'f32', 'f16', 'bf16', 'q8', 'q4'];
 
 export function parseQuant(s: string | undefined): Quant {
   const q = s ?? 'none';
@@ -69,30 +71,33 @@ export interface Backend {
   lm: CausalLM;
   tokenizer: Tokenizer | null;
   adapter: string | null;
+  /** the weight format the backend runs (--quant resolved; 'auto' → the file's precision) */
+  format: WeightFormat;
   loadMs: number;
   close(): Promise<void>;
 }
 
 /** Load `dir` (HF folder or .gguf) onto the cpu reference or the WGSL engine. */
-export async function openBackend(dir: string, backend: 'cpu' | 'webgpu', quant: Quant, maxContext?: number): Promise<Backend> {
+export async function openBackend(dir: string, backend: 'cpu' | 'webgpu', quant: Quant, maxContext?: number, onProgress?: ProgressFn): Promise<Backend> {
   const t0 = performance.now();
-  const model = await openModelDir(dir);
+  const model = await openModelDir(dir, { onProgress });
   const c = model.config;
   const ctxLen = Math.min(maxContext ?? 2048, c.maxPositionEmbeddings);
   const tokenizer = model.tokenizerJson ? new Tokenizer(model.tokenizerJson, model.tokenizerConfig) : null;
+  const format = resolveWeightFormat(quant, model);
   try {
     if (backend === 'cpu') {
       let w = await loadWeightsF32(model);
-      if (quant !== 'none' && quant !== 'f32') w = quantizeForCpu(c, w, quant);
+      if (format !== 'f32') w = quantizeForCpu(c, w, format);
       const lm = new CpuLlama(c, w, ctxLen);
-      return { model, lm, tokenizer, adapter: null, loadMs: performance.now() - t0, close: () => model.close() };
+      return { model, lm, tokenizer, adapter: null, format, loadMs: performance.now() - t0, close: () => model.close() };
     }
     const { requestDevice } = await import('../kernels/gpu.ts');
     const { createEngine } = await import('../engine/gpu/index.ts');
     const gpu = await requestDevice();
-    const lm = await createEngine(gpu, c, model.tensors(), { format: quant === 'none' ? 'f32' : quant, maxContext: ctxLen });
+    const lm = await createEngine(gpu, c, model.tensors(), { format, maxContext: ctxLen });
     return {
-      model, lm, tokenizer, adapter: gpu.adapterName, loadMs: performance.now() - t0,
+      model, lm, tokenizer, adapter: gpu.adapterName, format, loadMs: performance.now() - t0,
       close: async () => {
         lm.dispose();
         gpu.device.destroy();
@@ -105,13 +110,51 @@ export async function openBackend(dir: string, backend: 'cpu' | 'webgpu', quant:
   }
 }
 
+export interface Generated {
+  tokens: number[];
+  stopReason: 'eos' | 'length' | 'context';
+  prefillMs: number;
+  decodeMs: number;
+}
+
+/** Plain autoregressive generation: prefill, then one forward per token until eos, maxTokens or a full context. */
+export async function generateTokens(lm: CausalLM, prompt: number[], params: SamplingParams, maxTokens: number, eos: ReadonlySet<number>, onToken?: (t: number) => void): Promise<Generated> {
+  const V = lm.config.vocabSize;
+  const rng = new Rng(params.seed, STREAM_TARGET);
+  const out: number[] = [];
+  let stopReason: Generated['stopReason'] = 'length';
+  const tPrefill = performance.now();
+  let logits = await lm.forward(prompt, 0);
+  let row = (prompt.length - 1) * V;
+  const prefillMs = performance.now() - tPrefill;
+  const tDecode = performance.now();
+  for (;;) {
+    const tok = sampleRow(logits, params, rng, row, V);
+    out.push(tok);
+    onToken?.(tok);
+    if (eos.has(tok)) {
+      stopReason = 'eos';
+      break;
+    }
+    if (out.length >= maxTokens) break;
+    if (lm.length + 1 > lm.maxContext) {
+      stopReason = 'context';
+      break;
+    }
+    logits = await lm.forward([tok], lm.length);
+    row = 0;
+  }
+  return { tokens: out, stopReason, prefillMs, decodeMs: performance.now() - tDecode };
+}
+
 const HELP = `usage: duet generate --model DIR --prompt TEXT [options]
   --model DIR          HF model folder (config.json, tokenizer.json, *.safetensors) or a .gguf file
   --prompt TEXT        prompt text (encoded with the model's tokenizer, BOS added as it specifies)
   --tokens 1,2,3       prompt as token ids instead of text
   --chat               wrap the prompt as one user message in the model's chat template
   --backend cpu|webgpu default cpu
-  --quant none|f16|bf16|q8|q4   weight format (cpu: matrices rounded through the same format)
+  --quant none|auto|f16|bf16|q8|q4   weight format (cpu: matrices rounded through the same format);
+                       auto: a 4-bit GGUF (Q4_K_M, Q4_0, ...) as q4, an 8-bit one (Q8_0, Q6_K, ...) as q8, else f32
   --max-tokens N       default 64
   --temperature T      default 0 (greedy)
   --top-k K --top-p P  default off (0 / 1)
@@ -145,7 +188,7 @@ export async function run(argv: string[]): Promise<number> {
   };
   validateSampling(params);
 
-  const be = await openBackend(a.model, backend, quant);
+  const be = await withLoadBar(a.model, !!a.json, (onProgress) => openBackend(a.model!, backend, quant, undefined, onProgress));
   try {
     const { lm, tokenizer } = be;
     const c = lm.config;
@@ -160,44 +203,22 @@ export async function run(argv: string[]): Promise<number> {
       if (prompt.length === 0) throw new UsageError('--prompt encodes to no tokens');
     }
     if (prompt.length >= lm.maxContext) throw new UsageError(`prompt has ${prompt.length} tokens; the context holds ${lm.maxContext}`);
-    const eos = new Set([...(be.model.generationConfig?.eosTokenIds ?? []), ...c.eosTokenIds, ...(tokenizer?.eosId != null ? [tokenizer.eosId] : [])]);
-    const rng = new Rng(params.seed, STREAM_TARGET);
+    const eos = new Set(stopTokenIds(be.model.generationConfig, c, tokenizer));
     const stream = tokenizer?.streamDecoder({ skipSpecialTokens: true });
-    const out: number[] = [];
-    let stopReason: 'eos' | 'length' | 'context' = 'length';
-    const tPrefill = performance.now();
-    let logits = await lm.forward(prompt, 0);
-    let row = (prompt.length - 1) * c.vocabSize;
-    const prefillMs = performance.now() - tPrefill;
-    const tDecode = performance.now();
-    for (;;) {
-      const tok = sampleRow(logits, params, rng, row, c.vocabSize);
-      out.push(tok);
+    const { tokens: out, stopReason, prefillMs, decodeMs } = await generateTokens(lm, prompt, params, maxTokens, eos, (tok) => {
       if (!a.json && stream) process.stdout.write(stream.push(tok));
-      if (eos.has(tok)) {
-        stopReason = 'eos';
-        break;
-      }
-      if (out.length >= maxTokens) break;
-      if (lm.length + 1 > lm.maxContext) {
-        stopReason = 'context';
-        break;
-      }
-      logits = await lm.forward([tok], lm.length);
-      row = 0;
-    }
-    const decodeMs = performance.now() - tDecode;
+    });
     const text = tokenizer ? tokenizer.decode(out, { skipSpecialTokens: true }) : null;
     if (a.json) {
       console.log(JSON.stringify({
-        model: be.model.source.id, backend, adapter: be.adapter, quant, sampling: params,
+        model: be.model.source.id, backend, adapter: be.adapter, quant, format: be.format, sampling: params,
         promptTokens: prompt, tokens: out, text, stopReason,
         timings: { loadMs: round(be.loadMs), prefillMs: round(prefillMs), decodeMs: round(decodeMs), decodeTokensPerSec: round((out.length - 1) / (decodeMs / 1000)) },
       }));
     } else {
       if (stream) process.stdout.write(stream.flush() + '\n');
       else console.log(out.join(','));
-      console.error(`[${out.length} tokens, stop: ${stopReason}, prefill ${round(prefillMs)} ms, decode ${round((out.length - 1) / (decodeMs / 1000))} tok/s, ${backend}${be.adapter ? ` (${be.adapter})` : ''}, quant ${quant}]`);
+      console.error(`[${out.length} tokens, stop: ${stopReason}, prefill ${round(prefillMs)} ms, decode ${round((out.length - 1) / (decodeMs / 1000))} tok/s, ${backend}${be.adapter ? ` (${be.adapter})` : ''}, quant ${quant}${quant === 'auto' ? ` (${be.format})` : ''}]`);
     }
     return 0;
   } finally {

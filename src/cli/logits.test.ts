@@ -1,7 +1,8 @@
 // `duet logits` on a tiny HF model folder written here (random weights, safetensors): the
 // webgpu backend matches the cpu backend (NMSE ≤ 1e-9 for f32; for q4 both run the q4-stored
 // weights, same bound), argmax agrees at every position, and the CLI prints the documented
-// JSON contract; bad arguments get exit code 2 and a message.
+// JSON contract; bad arguments get exit code 2 and a message. --quant auto picks q4 for a
+// Q4_K_M GGUF and q8 for a Q8_0 one (same logits as asking for that format).
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,8 @@ import { syntheticConfig } from '../engine/config.ts';
 import { randomWeights } from '../engine/weights.ts';
 import { compare } from '../kernels/testing.ts';
 import { writeModelDir } from '../../tools/fixtures/safetensors-writer.ts';
+import { buildGguf } from '../../tools/fixtures/gguf-writer.ts';
+import { writeFileSync } from 'node:fs';
 import { computeLogits, run } from './logits.ts';
 
 let dir: string;
@@ -48,6 +51,22 @@ describe('duet logits', () => {
     const want = await computeLogits({ model: dir, tokens: [3, 4], backend: 'cpu', quant: 'none' });
     expect(r.argmax).toEqual(want.argmax);
     expect(r.logits[1][7]).toBeCloseTo(want.logits[1][7], 6);
+  });
+
+  it('--quant auto: a Q4_K_M GGUF runs as q4, a Q8_0 GGUF as q8 (cpu)', async () => {
+    const c = syntheticConfig('tiny', { hiddenSize: 256, numHeads: 4, numKvHeads: 1, headDim: 64, intermediateSize: 512, numLayers: 1, vocabSize: 41 });
+    const w = randomWeights(c, 4);
+    for (const [file, opts, want] of [
+      ['q4km.gguf', { type: 'Q4_K', perTensor: { 'token_embd.weight': 'Q6_K', 'blk.0.ffn_down.weight': 'Q6_K' } }, 'q4'],
+      ['q8.gguf', { type: 'Q8_0' }, 'q8'],
+    ] as const) {
+      const path = join(dir, file);
+      writeFileSync(path, buildGguf(c, w, opts));
+      const auto = await computeLogits({ model: path, tokens: [1, 40, 7], backend: 'cpu', quant: 'auto' });
+      expect(auto.format, file).toBe(want);
+      expect(auto.logits, file).toEqual((await computeLogits({ model: path, tokens: [1, 40, 7], backend: 'cpu', quant: want })).logits);
+      expect((await computeLogits({ model: path, tokens: [1, 40, 7], backend: 'cpu', quant: 'none' })).format).toBe('f32');
+    }
   });
 
   it('bad arguments exit 2 with a message', async () => {

@@ -1,6 +1,7 @@
 // `duet logits`: the logits of a HF model directory at given token ids, on the CPU reference or
 // the WGSL engine (Node + Dawn). With --quant, the cpu backend runs on the weights the chosen
-// format stores (quantized then dequantized), so both backends compute the same function.
+// format stores (quantized then dequantized), so both backends compute the same function;
+// --quant auto takes the format that keeps a GGUF file's own precision (q4 / q8 / f32).
 
 import { parseArgs } from 'node:util';
 import { type LlamaConfig } from '../engine/config.ts';
@@ -8,15 +9,16 @@ import type { CausalLM } from '../engine/model.ts';
 import { CpuLlama } from '../engine/reference.ts';
 import { type WeightFormat, dequantize, packMatrix } from '../engine/quantize.ts';
 import { type LlamaWeights, expectedShapes } from '../engine/weights.ts';
-import { loadModelDir, openModelDir } from '../engine/loader/node.ts';
+import { openModelDir } from '../engine/loader/node.ts';
+import { loadWeightsF32, resolveWeightFormat } from '../engine/loader/model.ts';
 import { createEngine } from '../engine/gpu/index.ts';
 import { requestDevice } from '../kernels/gpu.ts';
 
-const USAGE = `usage: duet logits --model DIR --tokens 1,2,3 [--backend cpu|webgpu] [--quant none|q8|q4] [--json]
+const USAGE = `usage: duet logits --model DIR --tokens 1,2,3 [--backend cpu|webgpu] [--quant none|auto|q8|q4] [--json]
   --model DIR     HF model folder (config.json + *.safetensors) or a .gguf file
   --tokens LIST   comma-separated token ids, run as one forward from position 0
   --backend B     cpu (TypeScript reference, default) or webgpu (WGSL engine via Dawn)
-  --quant Q       weight format: none (f32), q8 or q4
+  --quant Q       weight format: none (f32), q8, q4, or auto (a 4-bit GGUF as q4, an 8-bit one as q8, else f32)
   --json          print {"vocab","positions","argmax","logits"} as JSON`;
 
 export class UsageError extends Error {
@@ -34,7 +36,7 @@ export interface LogitsOptions {
   model: string;
   tokens: number[];
   backend: 'cpu' | 'webgpu';
-  quant: 'none' | 'q8' | 'q4';
+  quant: 'none' | 'auto' | 'q8' | 'q4';
 }
 
 export function parseLogitsArgs(argv: string[]): LogitsOptions & { json: boolean } {
@@ -54,7 +56,7 @@ export function parseLogitsArgs(argv: string[]): LogitsOptions & { json: boolean
   const tokens = values.tokens.split(',').map((s) => s.trim());
   if (tokens.some((t) => !/^\d+$/.test(t))) throw new UsageError(`--tokens must be comma-separated non-negative integers, got "${values.tokens}"`);
   if (values.backend !== 'cpu' && values.backend !== 'webgpu') throw new UsageError(`--backend must be cpu or webgpu, got "${values.backend}"`);
-  if (!['none', 'q8', 'q4'].includes(values.quant!)) throw new UsageError(`--quant must be none, q8 or q4, got "${values.quant}"`);
+  if (!['none', 'auto', 'q8', 'q4'].includes(values.quant!)) throw new UsageError(`--quant must be none, auto, q8 or q4, got "${values.quant}"`);
   return { model: values.model, tokens: tokens.map(Number), backend: values.backend, quant: values.quant as LogitsOptions['quant'], json: values.json! };
 }
 
@@ -86,16 +88,22 @@ function asStored(c: LlamaConfig, w: LlamaWeights, format: WeightFormat): LlamaW
   };
 }
 
-export async function computeLogits(o: LogitsOptions): Promise<LogitsResult> {
-  const format: WeightFormat = o.quant === 'none' ? 'f32' : o.quant;
+export async function computeLogits(o: LogitsOptions): Promise<LogitsResult & { format: WeightFormat }> {
   let model: CausalLM;
   let cleanup = () => {};
+  let format: WeightFormat;
   if (o.backend === 'cpu') {
-    const m = await loadModelDir(o.model);
-    model = new CpuLlama(m.config, asStored(m.config, m.weights, format), Math.max(1, o.tokens.length));
+    const opened = await openModelDir(o.model);
+    try {
+      format = resolveWeightFormat(o.quant, opened);
+      model = new CpuLlama(opened.config, asStored(opened.config, await loadWeightsF32(opened), format), Math.max(1, o.tokens.length));
+    } finally {
+      await opened.close();
+    }
   } else {
     const ctx = await requestDevice();
     const opened = await openModelDir(o.model);
+    format = resolveWeightFormat(o.quant, opened);
     try {
       // Streamed: one tensor in CPU memory at a time. f32 KV keeps the cache exact.
       model = await createEngine(ctx, opened.config, opened.tensors(), { format, kvFormat: 'f32', maxContext: Math.max(1, o.tokens.length) });
@@ -118,7 +126,7 @@ export async function computeLogits(o: LogitsOptions): Promise<LogitsResult> {
       argmax.push(best);
       logits.push(Array.from(row));
     }
-    return { vocab: V, positions: o.tokens.length, argmax, logits };
+    return { vocab: V, positions: o.tokens.length, argmax, logits, format };
   } finally {
     model.dispose();
     cleanup();
@@ -137,11 +145,11 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`duet logits: ${(err as Error).message}`);
     return 2;
   }
-  const r = await computeLogits(opts);
+  const { format, ...r } = await computeLogits(opts);
   if (opts.json) {
     process.stdout.write(JSON.stringify(r) + '\n');
   } else {
-    console.log(`vocab ${r.vocab}, ${r.positions} position(s), backend ${opts.backend}, quant ${opts.quant}`);
+    console.log(`vocab ${r.vocab}, ${r.positions} position(s), backend ${opts.backend}, quant ${opts.quant}${opts.quant === 'auto' ? ` (${format})` : ''}`);
     r.logits.forEach((row, i) => {
       const top = row.map((v, j) => [v, j]).sort((a, b) => b[0] - a[0]).slice(0, 5);
       console.log(`  pos ${i} token ${opts.tokens[i]}: argmax ${r.argmax[i]}  top5 ${top.map(([v, j]) => `${j}:${v.toFixed(3)}`).join(' ')}`);

@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { UsageError, num, openBackend, parseBackend, parseQuant } from './generate.ts';
+import { withLoadBar } from '../../server/progress.ts';
 
 /** Sum of -log p(targets[i] | row i) over rows of `logits` (rows × vocab), in f64. */
 export function nllSum(logits: Float32Array, vocab: number, targets: ArrayLike<number>): number {
@@ -26,7 +27,7 @@ const HELP = `usage: duet perplexity --model DIR --file TEXT [options]
   --model DIR          HF model folder or .gguf file
   --file TEXT          UTF-8 text file to score
   --backend cpu|webgpu default cpu
-  --quant none|f16|bf16|q8|q4
+  --quant none|auto|f16|bf16|q8|q4   (auto: a 4-bit GGUF as q4, an 8-bit one as q8, else f32)
   --context N          window length in tokens (default min(512, model max))
   --max-tokens N       score at most N tokens of the file (default: all)
   --json               print one JSON object`;
@@ -54,7 +55,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--file ${a.file}: ${(err as Error).message}`);
   }
   const requested = num('context', a.context, 512, { int: true, min: 2 });
-  const be = await openBackend(a.model, backend, quant, requested);
+  const be = await withLoadBar(a.model, !!a.json, (onProgress) => openBackend(a.model!, backend, quant, requested, onProgress));
   try {
     const { lm, tokenizer } = be;
     if (!tokenizer) throw new UsageError(`${a.model} has no tokenizer.json; perplexity needs one to tokenize --file`);
@@ -77,13 +78,13 @@ export async function run(argv: string[]): Promise<number> {
     const ms = performance.now() - t0;
     const meanNll = nll / scored;
     const result = {
-      model: be.model.source.id, backend, adapter: be.adapter, quant, file: a.file, window,
+      model: be.model.source.id, backend, adapter: be.adapter, quant, format: be.format, file: a.file, window,
       tokens: ids.length, scoredTokens: scored, meanNll, perplexity: Math.exp(meanNll),
       bitsPerByte: nll / Math.LN2 / new TextEncoder().encode(tokenizer.decode(ids, { skipSpecialTokens: true })).length,
       ms: Math.round(ms), tokensPerSec: Math.round((scored / ms) * 1000 * 10) / 10,
     };
     if (a.json) console.log(JSON.stringify(result));
-    else console.log(`perplexity ${result.perplexity.toFixed(3)} (mean NLL ${meanNll.toFixed(4)} nats, ${scored} tokens scored in windows of ${window}, ${result.bitsPerByte.toFixed(3)} bits/byte, ${backend}, quant ${quant})`);
+    else console.log(`perplexity ${result.perplexity.toFixed(3)} (mean NLL ${meanNll.toFixed(4)} nats, ${scored} tokens scored in windows of ${window}, ${result.bitsPerByte.toFixed(3)} bits/byte, ${backend}, quant ${quant}${quant === 'auto' ? ` (${be.format})` : ''})`);
     return 0;
   } finally {
     await be.close();

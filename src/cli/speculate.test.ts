@@ -92,6 +92,27 @@ describe('duet speculate', () => {
     }
   });
 
+  it('--repeats N: warm-up, N runs of each mode in alternating order, medians of each', async () => {
+    const want = untilEos(greedyOracle(new CpuLlama(cfg, targetW, 64), prompt, 12));
+    const r = await cli(['speculate', '--draft', draftDir, '--target', targetDir, '--tokens', prompt.join(','), '--max-tokens', '12', '--baseline', '--repeats', '3', '--json']);
+    expect(r.code, r.err).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.tokens).toEqual(want);
+    expect(j.identical).toBe(true); // every one of the 6 runs
+    expect(j.repeats.n).toBe(3);
+    for (const mode of ['speculative', 'baseline']) {
+      expect(j.repeats[mode].tokPerSec).toHaveLength(3);
+      expect(j.repeats[mode].ttftMs).toHaveLength(3);
+    }
+    const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[1];
+    expect(j.repeats.median.specTokPerSec).toBe(med(j.repeats.speculative.tokPerSec));
+    expect(j.repeats.median.baseTtftMs).toBe(med(j.repeats.baseline.ttftMs));
+    expect(j.repeats.speedup).toBeCloseTo(j.repeats.median.specTokPerSec / j.repeats.median.baseTokPerSec, 3);
+    const bad = await cli(['speculate', '--draft', draftDir, '--target', targetDir, '--tokens', prompt.join(','), '--repeats', '2']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.err).toMatch(/--repeats .*needs --baseline/);
+  });
+
   it('through a gateway (cpu verifier): same greedy output', async () => {
     const { startGateway } = await import('../../server/gateway.ts');
     const { createCpuVerifier } = await import('../../server/verifiers/cpu.ts');
@@ -113,14 +134,29 @@ describe('duet speculate', () => {
     }
   });
 
-  it('sampled run: reproducible from --seed, valid stats', async () => {
+  it('sampled run: reproducible from --seed; the stats are the counts\' own ratios', async () => {
     const args = ['speculate', '--draft', draftDir, '--target', targetDir, '--prompt', 'hello world', '--max-tokens', '12', '--temperature', '0.8', '--top-k', '20', '--seed', '7', '--json'];
     const a = JSON.parse((await cli(args)).out);
     const b = JSON.parse((await cli(args)).out);
     expect(a.tokens).toEqual(b.tokens);
-    expect(a.acceptanceRate).toBeGreaterThanOrEqual(0);
-    expect(a.acceptanceRate).toBeLessThanOrEqual(1);
     expect(typeof a.text).toBe('string');
+    // fixed k: every round is a verify of k drafted tokens (no k = 0 stretches)
+    const kHistory = a.kHistory as number[];
+    expect(kHistory.length).toBe(a.rounds);
+    expect(kHistory.every((k) => k === kHistory[0])).toBe(true);
+    const drafted = kHistory.reduce((x, y) => x + y, 0);
+    // accepted draft tokens, recovered exactly from the mean per round (rounded to 0.01, rounds < 50)
+    const accepted = Math.round(a.meanAcceptedPerRound * a.rounds);
+    expect(drafted).toBeGreaterThan(0);
+    expect(a.acceptanceRate).toBe(Math.round((accepted / drafted) * 10000) / 10000);
+    expect(a.tokensPerTargetPass).toBe(Math.round((a.tokens.length / a.targetPasses) * 100) / 100);
+    // one target pass for the prefill and one per verify round
+    expect(a.targetPasses).toBe(1 + a.rounds);
+    // every token has one provenance: the first is the target's, then each round's accepted drafts and its correction or bonus
+    const prov = a.provenance as Record<string, number>;
+    expect(prov.draft + prov.correction + prov.bonus + prov.target).toBe(a.tokens.length);
+    expect(prov.target).toBe(1);
+    expect(prov.draft).toBeLessThanOrEqual(accepted);
   });
 
   it('refuses a tokenizer mismatch and bad flags with a typed message', async () => {

@@ -2,16 +2,17 @@
 // engine on Dawn); the target is either local (--target DIR, a LocalTarget in this process) or
 // a gateway (--gateway ws://host:port/ws, through the protocol client). --rtt-ms injects link
 // latency (half each way); --baseline also runs target-only decoding on the same link for a
-// speedup. JSON keys follow issue 4 item 6.
+// speedup. --draft-delay-ms slows every draft forward (a slow draft device), where adaptive k
+// must fall back to its k = 0 arm (the target streaming alone). JSON keys follow issue 4 item 6.
 
 import { parseArgs } from 'node:util';
-import type { SamplingParams } from '../engine/sampling.ts';
+import { validateSampling, type SamplingParams } from '../engine/sampling.ts';
 import type { TargetLink } from '../engine/target-link.ts';
 import { LocalTarget } from '../engine/local-target.ts';
-import { DelayedLink, baseline, speculate, type Provenance, type SpecStats } from '../engine/speculative.ts';
-import { validateSampling } from '../engine/sampler.ts';
+import { DelayedLink, DelayedModel, baseline, speculate, type Provenance, type SpecStats } from '../engine/speculative.ts';
 import { Tokenizer, tokenizerHash } from '../engine/tokenizer.ts';
 import { type Backend, UsageError, num, openBackend, parseBackend, parseQuant } from './generate.ts';
+import { withLoadBar } from '../../server/progress.ts';
 
 const HELP = `usage: duet speculate --draft DIR (--target DIR | --gateway URL) (--prompt TEXT | --tokens 1,2,3) [options]
   --draft DIR          draft model folder (HF safetensors or .gguf), run in this process
@@ -20,18 +21,23 @@ const HELP = `usage: duet speculate --draft DIR (--target DIR | --gateway URL) (
   --prompt TEXT        prompt, encoded with the draft's tokenizer (--chat: as one user message)
   --tokens 1,2,3       prompt as token ids
   --k N                fixed draft block size (default 4)
-  --adaptive           choose k per round in [1, --k-max] (default k-max 8)
+  --adaptive           choose k per round in [0, --k-max] (default k-max 8); k = 0: the target streams
+                       alone for a stretch when the cost model says drafting loses (--no-k0: k >= 1 only)
   --pipeline           draft the next block while a verdict is in flight
   --temperature T      default 0 (greedy); --top-k K, --top-p P (default off), --seed S
   --max-tokens N       default 64
   --rtt-ms MS          injected draft↔target round-trip latency, half each way (default 0)
+  --draft-delay-ms MS  injected extra time per draft forward call (a slow draft device; default 0)
   --baseline           also run target-only decoding on the same link; adds "baseline" and "speedup"
-  --backend cpu|webgpu draft (and local target) backend, default cpu; --quant none|f16|bf16|q8|q4
+  --repeats N          with --baseline: warm both modes up, then N runs of each in alternating order;
+                       adds "repeats" (every run, medians, speedup and TTFT ratio of the medians)
+  --backend cpu|webgpu draft (and local target) backend, default cpu; --quant none|auto|f16|bf16|q8|q4
   --json               print one JSON object (otherwise text, then a stats line on stderr)`;
 
 /** The stats fields come from the controller's SpecStats, so the two cannot drift apart. */
 type ReportedStats = Pick<SpecStats, 'acceptanceRate' | 'meanAcceptedPerRound' | 'tokensPerTargetPass' | 'targetPasses' |
-  'draftMsPerToken' | 'verifyMsPerPass' | 'roundMs' | 'wallMs' | 'tokPerSec' | 'ttftMs' | 'rounds' | 'pipelineHits' | 'wastedDraftTokens'>;
+  'draftMsPerToken' | 'verifyMsPerPass' | 'roundMs' | 'wallMs' | 'tokPerSec' | 'ttftMs' | 'rounds' | 'pipelineHits' | 'wastedDraftTokens' |
+  'stretches' | 'streamedTokens' | 'streamMsPerToken' | 'meanQueueMs' | 'meanBatch'>;
 
 export interface SpeculateReport extends ReportedStats {
   text: string | null;
@@ -44,6 +50,13 @@ export interface SpeculateReport extends ReportedStats {
   settings: Record<string, unknown>;
   baseline?: { text: string | null; tokens: number[]; tokPerSec: number; targetPasses: number; wallMs: number; ttftMs: number };
   speedup?: number;
+  /** --repeats N: every run's figures and their medians (speedup and TTFT ratio from the medians). */
+  repeats?: {
+    n: number; order: string;
+    speculative: { tokPerSec: number[]; ttftMs: number[] }; baseline: { tokPerSec: number[]; ttftMs: number[] };
+    median: { specTokPerSec: number; baseTokPerSec: number; specTtftMs: number; baseTtftMs: number };
+    speedup: number; ttftRatio: number; acceptanceRate: number[]; tokensPerTargetPass: number[];
+  };
   /** Greedy only: speculative tokens equal the baseline's (the exactness promise). */
   identical?: boolean;
 }
@@ -60,6 +73,7 @@ export async function run(argv: string[]): Promise<number> {
       k: { type: 'string' }, adaptive: { type: 'boolean' }, 'k-max': { type: 'string' }, pipeline: { type: 'boolean' },
       temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' }, seed: { type: 'string' },
       'max-tokens': { type: 'string' }, 'rtt-ms': { type: 'string' }, baseline: { type: 'boolean' },
+      'draft-delay-ms': { type: 'string' }, 'no-k0': { type: 'boolean' }, repeats: { type: 'string' },
       backend: { type: 'string' }, quant: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -78,6 +92,9 @@ export async function run(argv: string[]): Promise<number> {
   const kMax = num('k-max', a['k-max'], 8, { int: true, min: 1 });
   const maxTokens = num('max-tokens', a['max-tokens'], 64, { int: true, min: 1 });
   const rttMs = num('rtt-ms', a['rtt-ms'], 0, { min: 0 });
+  const draftDelayMs = num('draft-delay-ms', a['draft-delay-ms'], 0, { min: 0 });
+  const repeats = num('repeats', a.repeats, 1, { int: true, min: 1 });
+  if (repeats > 1 && !a.baseline) throw new UsageError('--repeats compares the two modes: it needs --baseline');
   const params: SamplingParams = {
     temperature: num('temperature', a.temperature, 0, { min: 0 }),
     topK: num('top-k', a['top-k'], 0, { int: true, min: 0 }),
@@ -86,13 +103,13 @@ export async function run(argv: string[]): Promise<number> {
   };
   validateSampling(params);
 
-  const draft = await openBackend(a.draft, backend, quant);
+  const draft = await withLoadBar(a.draft, !!a.json, (onProgress) => openBackend(a.draft!, backend, quant, undefined, onProgress));
   let target: Backend | null = null;
   try {
     const tokenizer = draft.tokenizer;
     const c = draft.lm.config;
     if (a.target) {
-      target = await openBackend(a.target, backend, quant);
+      target = await withLoadBar(a.target, !!a.json, (onProgress) => openBackend(a.target!, backend, quant, undefined, onProgress));
       await checkSameTokenizer(draft, target);
     }
     const prompt = encodePrompt(a, tokenizer, c.vocabSize);
@@ -119,12 +136,43 @@ export async function run(argv: string[]): Promise<number> {
     await draft.lm.forward(prompt, 0);
     if (target) await target.lm.forward(prompt, 0);
 
-    const link = await newLink('speculative');
-    const r = await speculate(draft.lm, link, prompt, { params, maxTokens, k: a.adaptive ? undefined : k, adaptive: !!a.adaptive, kMax, pipeline: !!a.pipeline, eosTokenIds: eos });
-    await link.close();
+    const draftLm = draftDelayMs > 0 ? new DelayedModel(draft.lm, draftDelayMs) : draft.lm;
+    const runSpec = async (tokens = maxTokens) => {
+      const link = await newLink('speculative');
+      try {
+        return await speculate(draftLm, link, prompt, {
+          params, maxTokens: tokens, k: a.adaptive ? undefined : k, adaptive: !!a.adaptive, kMax, pipeline: !!a.pipeline, eosTokenIds: eos, targetOnlyArm: !a['no-k0'],
+        });
+      } finally {
+        await link.close();
+      }
+    };
+    const runBase = async (tokens = maxTokens) => {
+      const bl = await newLink('baseline');
+      try {
+        return await baseline(bl, prompt, { params, maxTokens: tokens, eosTokenIds: eos });
+      } finally {
+        await bl.close();
+      }
+    };
+    // --repeats N: both modes warmed up first (the first run after a load pays for cold caches),
+    // then N pairs in alternating order (spec, base), (base, spec), …; the report is the first
+    // speculative run's, with the medians of every run beside it.
+    if (repeats > 1) {
+      await runSpec(8);
+      await runBase(8);
+    }
+    const specRuns: Awaited<ReturnType<typeof runSpec>>[] = [];
+    const baseRuns: Awaited<ReturnType<typeof runBase>>[] = [];
+    for (let i = 0; i < repeats; i++) {
+      if (a.baseline && i % 2 === 1) baseRuns.push(await runBase());
+      specRuns.push(await runSpec());
+      if (a.baseline && i % 2 === 0) baseRuns.push(await runBase());
+    }
+    const r = specRuns[0];
     const decode = (ids: number[]): string | null => (tokenizer ? tokenizer.decode(ids, { skipSpecialTokens: true }) : null);
     const s = r.stats;
-    const prov: Record<Provenance, number> = { first: 0, draft: 0, correction: 0, bonus: 0 };
+    const prov: Record<Provenance, number> = { draft: 0, correction: 0, bonus: 0, target: 0 };
     for (const p of r.provenance) prov[p]++;
     const report: SpeculateReport = {
       text: decode(r.tokens), tokens: r.tokens, promptTokens: prompt.length, stopReason: r.stopReason,
@@ -133,22 +181,37 @@ export async function run(argv: string[]): Promise<number> {
       draftMsPerToken: round2(s.draftMsPerToken), verifyMsPerPass: round2(s.verifyMsPerPass), roundMs: round2(s.roundMs),
       wallMs: round2(s.wallMs), tokPerSec: round2(s.tokPerSec), ttftMs: round2(s.ttftMs), rounds: s.rounds, meanK: round2(s.meanK),
       kHistory: r.kHistory, provenance: prov, pipelineHits: s.pipelineHits, wastedDraftTokens: s.wastedDraftTokens,
-      settings: { draft: a.draft, target: a.target ?? null, gateway: a.gateway ?? null, backend, quant, k: a.adaptive ? 'adaptive' : k, kMax, pipeline: !!a.pipeline, rttMs, maxTokens, sampling: params },
+      stretches: s.stretches, streamedTokens: s.streamedTokens, streamMsPerToken: round2(s.streamMsPerToken), meanQueueMs: round2(s.meanQueueMs), meanBatch: round2(s.meanBatch),
+      settings: {
+        draft: a.draft, target: a.target ?? null, gateway: a.gateway ?? null, backend, quant, k: a.adaptive ? 'adaptive' : k, kMax, pipeline: !!a.pipeline, rttMs, draftDelayMs,
+        targetOnlyArm: !!a.adaptive && !a['no-k0'], maxTokens, sampling: params,
+      },
     };
     if (a.baseline) {
-      const bl = await newLink('baseline');
-      const b = await baseline(bl, prompt, { params, maxTokens, eosTokenIds: eos });
-      await bl.close();
+      const b = baseRuns[0];
       report.baseline = { text: decode(b.tokens), tokens: b.tokens, tokPerSec: round2(b.tokPerSec), targetPasses: b.targetPasses, wallMs: round2(b.wallMs), ttftMs: round2(b.ttftMs) };
       report.speedup = b.tokPerSec > 0 ? round4(s.tokPerSec / b.tokPerSec) : 0;
-      if (params.temperature === 0) report.identical = JSON.stringify(b.tokens) === JSON.stringify(r.tokens);
+      const same = (x: number[]) => JSON.stringify(x) === JSON.stringify(r.tokens);
+      if (params.temperature === 0) report.identical = [...specRuns, ...baseRuns].every((x) => same(x.tokens));
+      if (repeats > 1) {
+        const sp = { tokPerSec: specRuns.map((x) => round2(x.stats.tokPerSec)), ttftMs: specRuns.map((x) => round2(x.stats.ttftMs)) };
+        const bs = { tokPerSec: baseRuns.map((x) => round2(x.tokPerSec)), ttftMs: baseRuns.map((x) => round2(x.ttftMs)) };
+        const m = { specTokPerSec: median(sp.tokPerSec), baseTokPerSec: median(bs.tokPerSec), specTtftMs: median(sp.ttftMs), baseTtftMs: median(bs.ttftMs) };
+        report.repeats = {
+          n: repeats, order: 'warm-up of both, then alternating pairs (spec, base), (base, spec), …', speculative: sp, baseline: bs, median: m,
+          speedup: m.baseTokPerSec > 0 ? round4(m.specTokPerSec / m.baseTokPerSec) : 0,
+          ttftRatio: m.baseTtftMs > 0 ? round4(m.specTtftMs / m.baseTtftMs) : 0,
+          acceptanceRate: specRuns.map((x) => round4(x.stats.acceptanceRate)),
+          tokensPerTargetPass: specRuns.map((x) => round2(x.stats.tokensPerTargetPass)),
+        };
+      }
     }
     if (a.json) console.log(JSON.stringify(report));
     else {
       console.log(report.text ?? r.tokens.join(','));
       console.error(
         `[${r.tokens.length} tokens, stop: ${r.stopReason}, ${report.tokPerSec} tok/s, acceptance ${report.acceptanceRate}, ` +
-          `${report.tokensPerTargetPass} tokens/target pass, mean k ${report.meanK}` +
+          `${report.tokensPerTargetPass} tokens/target pass, mean k ${report.meanK}, ${report.streamedTokens} tokens streamed by the target alone` +
           (report.baseline ? `; baseline ${report.baseline.tokPerSec} tok/s, speedup ${report.speedup}x${report.identical === undefined ? '' : `, identical: ${report.identical}`}` : '') + ']',
       );
     }
@@ -185,4 +248,10 @@ async function checkSameTokenizer(draft: Backend, target: Backend): Promise<void
   if (dj && tj && (await tokenizerHash(dj)) !== (await tokenizerHash(tj))) {
     throw new TokenizerMismatchError('draft and target tokenizer.json differ (hash mismatch): pick a draft that shares the target tokenizer');
   }
+}
+
+function median(xs: number[]): number {
+  const v = [...xs].sort((x, y) => x - y);
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : round2((v[m - 1] + v[m]) / 2);
 }

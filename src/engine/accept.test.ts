@@ -4,8 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { acceptBlock, sampleResidual, VerifyInputError } from './accept.ts';
-import { Rng, probOf, processedDist, sample } from './sampler.ts';
-import type { SamplingParams, SparseDist } from './sampling.ts';
+import { Rng, probOf, processedDist, sample, type SamplingParams, type SparseDist } from './sampling.ts';
 import { chiSquareFit } from './stats.ts';
 import { mulberry32 } from './weights.ts';
 

@@ -3,8 +3,7 @@
 // block, the draft tokens and their q's, decide how many stand and which target token follows.
 // Every verifier (cpu, webgpu, batched) calls this one function; see ARCHITECTURE.md "Exactness".
 
-import type { SamplingParams, SparseDist } from './sampling.ts';
-import { type Rng, argmax, probOf, processedDist, sample } from './sampler.ts';
+import { argmax, probOf, processedDist, sample, type SamplingParams, type SparseDist, type Rng } from './sampling.ts';
 
 export class VerifyInputError extends Error {
   override name = 'VerifyInputError';
@@ -53,11 +52,12 @@ export function acceptBlock(
     }
     return { accepted: k, token: argmax(logits, k * vocab, vocab) };
   }
-  if (!draftDists || draftDists.length !== k) {
+  // k = 0 (a plain decode step, e.g. a baseline token) needs no q's: only the bonus draw below
+  if (k > 0 && (!draftDists || draftDists.length !== k)) {
     throw new VerifyInputError(`sampled verify needs one draft distribution q per draft token: got ${draftDists?.length ?? 0} for k = ${k}`);
   }
   for (let i = 0; i < k; i++) {
-    const q = draftDists[i];
+    const q = (draftDists as readonly SparseDist[])[i];
     validateDist(q, vocab, i);
     const p = processedDist(logits, params, i * vocab, vocab);
     const pd = probOf(p, draft[i]);

@@ -5,9 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { LocalTarget, TargetStateError } from './local-target.ts';
 import { VerifyInputError } from './accept.ts';
-import { SamplingParamsError } from './sampler.ts';
+import { SamplingParamsError, type SamplingParams } from './sampling.ts';
 import { greedyOracle, randomPrompts, tinyPair } from './spec-fixtures.ts';
-import type { SamplingParams } from './sampling.ts';
 
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 const pair = tinyPair({ seed: 11 });
@@ -77,10 +76,19 @@ describe('LocalTarget, errors', () => {
     await expect(t.open([], GREEDY)).rejects.toThrow(VerifyInputError);
     await expect(t.open([vocab], GREEDY)).rejects.toThrow(/outside the vocabulary/);
     await expect(t.open([1], { ...GREEDY, topP: 2 })).rejects.toThrow(SamplingParamsError);
-    await t.open([1, 2, 3], GREEDY);
+    const { firstToken } = await t.open([1, 2, 3], GREEDY);
     await expect(t.verify([1, -1])).rejects.toThrow(/outside the vocabulary/);
     await expect(t.verify(new Array(9).fill(1))).rejects.toThrow(/exceeds the limit of 8/);
-    await expect(t.verify([1], undefined)).resolves.toBeDefined();
+    // the refused blocks changed nothing: the next block is verified as if they never came
+    const [g1, g2, g3] = greedyOracle(pair.newTarget(64), [1, 2, 3], 3);
+    expect(firstToken).toBe(g1);
+    const d = g2 === 1 ? 2 : 1; // a draft token the target rejects, so the verdict is the correction g2
+    const v = await t.verify([d], undefined);
+    expect([v.accepted, v.token]).toEqual([0, g2]);
+    expect(t.transcript).toEqual([1, 2, 3, g1, g2]);
+    expect(t.targetPasses).toBe(2); // the prefill and this verify; the refused blocks cost none
+    const w = await t.verify([g3]);
+    expect([w.accepted, w.token]).toEqual([1, greedyOracle(pair.newTarget(64), [1, 2, 3], 4)[3]]);
     const sampled = new LocalTarget(pair.newTarget(64));
     await sampled.open([1], { temperature: 1, topK: 0, topP: 1, seed: 1 });
     await expect(sampled.verify([1, 2])).rejects.toThrow(/draft distribution/);

@@ -8,10 +8,9 @@
 // [last, d_1..d_k] at startPos = transcript.length − 1: k + 1 positions, k + 1 logits rows.
 
 import type { CausalLM } from './model.ts';
-import type { SamplingParams, SparseDist } from './sampling.ts';
+import { Rng, STREAM_TARGET, sampleRow, validateSampling, type SamplingParams, type SparseDist } from './sampling.ts';
 import type { TargetLink, Verdict } from './target-link.ts';
 import { acceptBlock, VerifyInputError } from './accept.ts';
-import { Rng, STREAM_TARGET, sampleRow, validateSampling } from './sampler.ts';
 
 export class TargetStateError extends Error {
   override name = 'TargetStateError';
@@ -61,13 +60,31 @@ export class LocalTarget implements TargetLink {
   }
 
   async open(promptTokens: number[], sampling: SamplingParams): Promise<{ firstToken: number }> {
-    this.start(promptTokens, sampling, 1);
-    const logits = await this.model.forward(promptTokens, 0);
-    this.passes++;
+    const { tokens } = this.prepareOpen(promptTokens, sampling);
     const vocab = this.model.config.vocabSize;
-    const first = sampleRow(logits, sampling, this.rng, (promptTokens.length - 1) * vocab, vocab);
+    const last = this.model.forwardLast
+      ? await this.model.forwardLast(tokens, 0)
+      : (await this.model.forward(tokens, 0)).subarray((tokens.length - 1) * vocab);
+    return { firstToken: this.applyOpen(last) };
+  }
+
+  /**
+   * What open(promptTokens) runs, for a backend that runs the prefill itself (batched with
+   * other sessions' work, or in pieces): validates and starts the transcript; the caller runs
+   * `tokens` from position 0, then hands the last position's logits to applyOpen.
+   */
+  prepareOpen(promptTokens: number[], sampling: SamplingParams): { tokens: number[] } {
+    this.start(promptTokens, sampling, 1);
+    return { tokens: promptTokens };
+  }
+
+  /** Sample the first token from the prompt's last logits (after prepareOpen's prefill ran). */
+  applyOpen(lastLogits: Float32Array): number {
+    this.checkOpen();
+    this.passes++;
+    const first = sampleRow(lastLogits, this.params as SamplingParams, this.rng, 0, this.model.config.vocabSize);
     this.tokens.push(first);
-    return { firstToken: first };
+    return first;
   }
 
   /**
@@ -76,14 +93,23 @@ export class LocalTarget implements TargetLink {
    * stream; without it the stream restarts from the seed (still a correct sampler).
    */
   async resume(transcript: number[], sampling: SamplingParams, rngState?: readonly number[]): Promise<void> {
+    const { tokens } = this.prepareResume(transcript, sampling, rngState);
+    if (tokens.length > 0) await (this.model.forwardLast ? this.model.forwardLast(tokens, 0) : this.model.forward(tokens, 0));
+    this.applyResume(tokens.length);
+  }
+
+  /** What resume(transcript) runs (see prepareOpen): `tokens` (all but the last; may be none) from position 0, then applyResume. */
+  prepareResume(transcript: number[], sampling: SamplingParams, rngState?: readonly number[]): { tokens: number[] } {
     this.start(transcript, sampling, 1);
     if (rngState) this.rng.setState(rngState);
-    if (transcript.length > 1) {
-      await this.model.forward(transcript.slice(0, -1), 0);
-      this.passes++;
-    } else {
-      this.model.rollback(0);
-    }
+    return { tokens: transcript.slice(0, -1) };
+  }
+
+  /** After prepareResume's prefill of `prefilled` tokens ran (none: the cache is emptied). */
+  applyResume(prefilled: number): void {
+    this.checkOpen();
+    if (prefilled > 0) this.passes++;
+    else this.model.rollback(0);
   }
 
   /** What a verify of `draft` runs: the tokens and the position of the first. */
@@ -120,7 +146,7 @@ export class LocalTarget implements TargetLink {
   async verify(draft: number[], draftDists?: SparseDist[]): Promise<Verdict> {
     const { tokens, startPos } = this.prepareVerify(draft);
     // validate q's before the forward so bad input costs no target pass
-    if ((this.params as SamplingParams).temperature > 0 && (!draftDists || draftDists.length !== draft.length)) {
+    if ((this.params as SamplingParams).temperature > 0 && draft.length > 0 && (!draftDists || draftDists.length !== draft.length)) {
       throw new VerifyInputError(`sampled verify needs one draft distribution q per draft token: got ${draftDists?.length ?? 0} for k = ${draft.length}`);
     }
     const t0 = now();

@@ -16,6 +16,11 @@ export interface CausalLM {
    * Returns logits for every position: (N, vocabSize) row-major.
    */
   forward(tokens: ArrayLike<number>, startPos: number): Promise<Float32Array>;
+  /**
+   * Optional: forward, returning only the last position's logits (vocabSize). A prefill needs
+   * no more, and a backend that skips the other rows' LM head saves most of a long prompt's cost.
+   */
+  forwardLast?(tokens: ArrayLike<number>, startPos: number): Promise<Float32Array>;
   /** O(1): forget every position >= length. */
   rollback(length: number): void;
   dispose(): void;

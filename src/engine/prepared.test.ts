@@ -11,7 +11,7 @@ import { WeightsCache, memoryStore, type CacheStore } from './cache.ts';
 import { f32Tensor, prepareTensor, prepareWeights, streamItem } from './prepared.ts';
 import { PackedWeightsError, WebGpuLlama, type StreamItem } from './gpu/index.ts';
 import { type GpuContext, requestDevice } from '../kernels/gpu.ts';
-import { prompt } from './gpu/testutil.ts';
+import { prompt } from './gpu/testing.ts';
 
 let ctx: GpuContext;
 beforeAll(async () => {

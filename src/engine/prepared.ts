@@ -3,7 +3,7 @@
 // download and the packing; 1-D tensors (norms) stay f32, as the engine keeps them. In 'f32'
 // (the CPU path) tensors are stored decoded. Node-free: used by the worker and its tests.
 
-import type { LoadProgress } from './worker-types.ts';
+import type { LoadProgress } from './progress.ts';
 import { type CachedTensor, type Prepared, type WeightsCache, cachedPrepare } from './cache.ts';
 import { type PackedMatrix, type WeightFormat, dequantize, packMatrix } from './quantize.ts';
 import type { StreamItem } from './gpu/index.ts';

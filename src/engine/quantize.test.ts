@@ -5,13 +5,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GpuContext, requestDevice } from '../kernels/gpu.ts';
 import { createMatmul, uploadMatrix } from '../kernels/matmul.ts';
-import { compare, nmse, randomF32 } from '../kernels/testing.ts';
-import { f16Round, runPass, sentinelBuffer, upload } from '../kernels/testkit.ts';
+import { compare, nmse, randomF32, f16Round, runPass, sentinelBuffer, upload } from '../kernels/testing.ts';
 import {
-  QuantizeError, WEIGHT_FORMATS, type WeightFormat, bf16BitsToF32, dequantize, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits,
+  BF16_NAN, QuantizeError, WEIGHT_FORMATS, type WeightFormat, bf16BitsToF32, bf16FromF32Bits, dequantize, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits,
   packMatrix, packedByteLength,
 } from './quantize.ts';
 import { matmul } from './reference.ts';
+import { encode } from '../../tools/fixtures/safetensors-writer.ts';
 
 describe('f16 / bf16 conversion', () => {
   it('every finite f16 bit pattern round-trips', () => {
@@ -41,6 +41,37 @@ describe('f16 / bf16 conversion', () => {
     expect(f32ToBf16Bits(1 + 3 * 2 ** -8)).toBe(0x3f82); // tie → even (up)
     expect(f32ToBf16Bits(Math.PI)).toBe(0x4049);
     expect(Number.isNaN(bf16BitsToF32(f32ToBf16Bits(NaN)))).toBe(true);
+  });
+
+  // f32 bits → bf16 bits. The finite rows are what torch (2.x, CPU) gives for the same f32 bits;
+  // the NaN rows are the one NaN rule (torch's scalar c10::BFloat16 rule; its vectorised CPU path
+  // gives 0xffff instead, also a quiet NaN).
+  const BF16_CASES: [number, number, string][] = [
+    [0x00000000, 0x0000, '+0'], [0x80000000, 0x8000, '-0'], [0x3f800000, 0x3f80, '1'],
+    [0x3f808000, 0x3f80, 'tie, even below'], [0x3f818000, 0x3f82, 'tie, even above'],
+    [0x3f808001, 0x3f81, 'just above half'], [0x3f807fff, 0x3f80, 'just below half'],
+    [0x7f800000, 0x7f80, '+inf'], [0xff800000, 0xff80, '-inf'],
+    [0x7f7fffff, 0x7f80, 'largest f32 rounds to +inf'], [0x7f7f7fff, 0x7f7f, 'large, below half'],
+    [0x00000001, 0x0000, 'smallest subnormal'], [0x00008000, 0x0000, 'subnormal tie, even below'],
+    [0x00018000, 0x0002, 'subnormal tie, even above'], [0x00010000, 0x0001, 'smallest bf16 subnormal'],
+    [0x00400000, 0x0040, 'subnormal'], [0x807fffff, 0x8080, 'largest subnormal rounds to -smallest normal'],
+    [0x7fc00000, BF16_NAN, 'quiet NaN'], [0xffc00000, BF16_NAN, '-quiet NaN'],
+    [0x7f800001, BF16_NAN, 'signalling NaN (truncation would give +inf)'],
+    [0x7fffffff, BF16_NAN, 'NaN with a full payload (rounding would carry into the sign)'], [0xff800001, BF16_NAN, '-signalling NaN'],
+  ];
+
+  it('bf16: one rule on bit patterns (RNE; NaN → the quiet NaN 0x7fc0; ±inf; subnormals; ties), in the engine and in the fixture writer', () => {
+    expect(BF16_NAN).toBe(0x7fc0);
+    for (const [bits, want, what] of BF16_CASES) expect(bf16FromF32Bits(bits), `${what} (0x${bits.toString(16)})`).toBe(want);
+    const f = new Float32Array(new Uint32Array(BF16_CASES.map(([b]) => b)).buffer);
+    // the number API agrees wherever a JS number carries the f32 exactly (all but the NaN payloads)
+    f.forEach((x, i) => {
+      if (!Number.isNaN(x)) expect(f32ToBf16Bits(x), BF16_CASES[i][2]).toBe(BF16_CASES[i][1]);
+    });
+    expect(f32ToBf16Bits(NaN)).toBe(BF16_NAN);
+    expect(f32ToBf16Bits(-NaN)).toBe(BF16_NAN);
+    // the safetensors writer of the fixtures (and so the sidecar's and the loader's BF16 files) uses the same bits
+    expect(Array.from(new Uint16Array(encode(f, 'BF16').slice().buffer))).toEqual(BF16_CASES.map(([, w]) => w));
   });
 });
 

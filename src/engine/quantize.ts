@@ -69,12 +69,24 @@ export function f16BitsToF32(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
-/** f32 → bf16 bits, round to nearest even (NaN stays NaN). */
+/** bf16's canonical quiet NaN (c10::BFloat16's): every NaN converts to it. */
+export const BF16_NAN = 0x7fc0;
+
+/**
+ * The one f32 → bf16 conversion (engine packing, fixture writers): bf16 bits of the f32 whose
+ * bits are `u`, rounded to nearest even (ties to even; overflow → ±inf; subnormals round like
+ * any other value). Every NaN, quiet or signalling, of either sign, becomes BF16_NAN: a NaN's
+ * payload does not survive a JS number anyway, and truncating or rounding one could make ±inf.
+ */
+export function bf16FromF32Bits(u: number): number {
+  if ((u & 0x7fffffff) > 0x7f800000) return BF16_NAN;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** f32 → bf16 bits (bf16FromF32Bits of x's f32 bits). */
 export function f32ToBf16Bits(x: number): number {
   f32[0] = x;
-  const u = u32[0];
-  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+  return bf16FromF32Bits(u32[0]);
 }
 
 export function bf16BitsToF32(h: number): number {

@@ -1,11 +1,14 @@
 // Test fixtures for speculative decoding: a random-weight target and a draft that is the
 // target plus noise, so the draft is correlated but imperfect (partial acceptance, real
-// rejections). Used by the engine's exactness tests and the gateway's.
+// rejections). Used by the engine's exactness tests and the gateway's. Also a target whose
+// passes cost injected virtual time (CostedTarget), for cost-model tests on a VirtualClock.
 
 import { type LlamaConfig, syntheticConfig } from './config.ts';
 import { type LlamaWeights, mulberry32, randomWeights } from './weights.ts';
 import { CpuLlama } from './reference.ts';
-import { argmax } from './sampler.ts';
+import { argmax, type SamplingParams, type SparseDist } from './sampling.ts';
+import type { Clock } from './clock.ts';
+import type { TargetLink, Verdict } from './target-link.ts';
 
 export interface PairOptions {
   seed?: number;
@@ -75,4 +78,53 @@ export function greedyOracle(model: CpuLlama, prompt: number[], n: number): numb
     seq.push(argmax(logits, (seq.length - 1) * vocab, vocab));
   }
   return seq.slice(prompt.length);
+}
+
+/**
+ * A target whose passes cost virtual time on `clock`: a pass over m positions takes
+ * fixedMs + perPositionMs·m (a verify of k is m = k + 1, a streamed token m = 1), the prefill
+ * prefillMs. verifyMs reports the injected cost, so the controller's cost model sees exactly it.
+ * With a VirtualClock, tokens per second become a deterministic function of the injected costs.
+ */
+export class CostedTarget implements TargetLink {
+  constructor(
+    readonly inner: TargetLink,
+    readonly clock: Clock,
+    readonly cost: { fixedMs: number; perPositionMs: number; prefillMs?: number; queueMs?: number; batch?: number },
+  ) {}
+
+  get targetPasses(): number {
+    return this.inner.targetPasses;
+  }
+
+  private passMs(positions: number): number {
+    return this.cost.fixedMs + this.cost.perPositionMs * positions + (this.cost.queueMs ?? 0);
+  }
+
+  async open(prompt: number[], sampling: SamplingParams): Promise<{ firstToken: number }> {
+    await this.clock.sleep(this.cost.prefillMs ?? this.passMs(prompt.length));
+    return this.inner.open(prompt, sampling);
+  }
+
+  async verify(draft: number[], draftDists?: SparseDist[]): Promise<Verdict> {
+    const ms = this.passMs(draft.length + 1);
+    await this.clock.sleep(ms);
+    const v = await this.inner.verify(draft, draftDists);
+    return { ...v, verifyMs: ms - (this.cost.queueMs ?? 0), queueMs: this.cost.queueMs, batch: this.cost.batch };
+  }
+
+  async generate(n: number, onToken?: (token: number) => void): Promise<number[]> {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      await this.clock.sleep(this.passMs(1));
+      const [t] = await this.inner.generate(1);
+      out.push(t);
+      onToken?.(t);
+    }
+    return out;
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }

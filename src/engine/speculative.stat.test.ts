@@ -4,14 +4,14 @@
 // produced: expected count of v = Σ_runs p(v | prefix_run) (conditionally independent draws, so
 // Pearson's statistic is ~chi-square, slightly conservative). The correct rule must pass
 // (p > 0.01 at every position); two deliberately broken rules must fail (p < 0.01), which
-// shows the test has power. Seeds are fixed, so the test is deterministic.
+// shows the test has power. Seeds are fixed, so the test is deterministic. A scripted policy
+// mixes k = 0 stretches (the target sampling its own tokens) with verify rounds in one run.
 
 import { describe, expect, it } from 'vitest';
 import { acceptBlock } from './accept.ts';
 import { LocalTarget } from './local-target.ts';
-import { probOf, processedDist, sample } from './sampler.ts';
-import type { SamplingParams } from './sampling.ts';
-import { speculate } from './speculative.ts';
+import { probOf, processedDist, sample, type SamplingParams } from './sampling.ts';
+import { type KPolicy, speculate } from './speculative.ts';
 import type { TargetLink } from './target-link.ts';
 import { type ModelPair, tinyPair } from './spec-fixtures.ts';
 import { chiSquareFit } from './stats.ts';
@@ -72,6 +72,24 @@ interface Setting {
   k?: number;
   adaptive?: boolean;
   pipeline?: boolean;
+  /** A fresh policy per run (scripted k sequences, k = 0 included). */
+  policy?: () => KPolicy;
+}
+
+/** Cycles through ks; a 0 is a stretch of `stretch` tokens the target streams alone. */
+function scripted(ks: number[], stretch: number): () => KPolicy {
+  return () => {
+    let i = 0;
+    return {
+      alpha: 0.5,
+      choose: () => ks[i++ % ks.length],
+      stretchTokens: () => stretch,
+      observeRound: () => undefined,
+      observeDraft: () => undefined,
+      observeCatchUp: () => undefined,
+      observeStretch: () => undefined,
+    };
+  };
 }
 
 /** p-values per generated position (1..POSITIONS-1) and the acceptance rate seen. */
@@ -88,7 +106,7 @@ async function positionPValues(s: Setting, rule: Rule, trials: number): Promise<
     const local = new LocalTarget(pair.newTarget(64), { rule });
     // pipelining needs a verdict in flight long enough to draft past the block
     const link = s.pipeline ? yielding(local) : local;
-    const r = await speculate(pair.newDraft(64), link, prompt, { params, maxTokens: POSITIONS, k: s.k, adaptive: s.adaptive, pipeline: s.pipeline });
+    const r = await speculate(pair.newDraft(64), link, prompt, { params, maxTokens: POSITIONS, k: s.k, adaptive: s.adaptive, pipeline: s.pipeline, policy: s.policy?.() });
     drafted += r.stats.draftedTokens;
     accepted += r.stats.acceptedTokens;
     pipelineHits += r.stats.pipelineHits;
@@ -125,6 +143,13 @@ describe('speculative sampling matches target-only sampling (chi-square)', () =>
   it('T = 0.8, top-k 12, top-p 0.9, k = 1, pipelined: p > 0.01 at positions 1..4', async () => {
     const { pValues, pipelineHits } = await positionPValues(filtered, acceptBlock, 800);
     expect(pipelineHits).toBeGreaterThan(20);
+    for (const [j, pv] of pValues.entries()) expect(pv, `position ${j + 1}: p = ${pv}`).toBeGreaterThan(0.01);
+  });
+
+  it('T = 0.5, k = 0 stretches mixed with verify rounds (0, 2, 0, 1; stretches of 1): p > 0.01 at positions 1..4', async () => {
+    // position 1 is streamed, 2..3 or so verified, then streamed again: both sources at several positions
+    const mixed: Setting = { ...plain, k: undefined, policy: scripted([0, 2, 0, 1], 1) };
+    const { pValues } = await positionPValues(mixed, acceptBlock, TRIALS);
     for (const [j, pv] of pValues.entries()) expect(pv, `position ${j + 1}: p = ${pv}`).toBeGreaterThan(0.01);
   });
 

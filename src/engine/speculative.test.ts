@@ -43,7 +43,8 @@ describe('speculative greedy == target-only greedy', () => {
           const r = await speculate(pair.newDraft(), link, p, { params: GREEDY, maxTokens: N, k: s.k, adaptive: s.adaptive, pipeline });
           expect(r.tokens, `prompt ${i} ${s.name}`).toEqual(wants[i]);
           expect(r.stopReason).toBe('max-tokens');
-          expect(r.stats.targetPasses).toBe(r.stats.rounds + 1);
+          // one pass per verify round, the prefill, and one per token the target streamed alone (k = 0)
+          expect(r.stats.targetPasses).toBe(r.stats.rounds + 1 + r.stats.streamedTokens);
           if (!s.adaptive) expect(r.kHistory.every((k) => k <= s.k!)).toBe(true);
           drafted += r.stats.draftedTokens;
           accepted += r.stats.acceptedTokens;
@@ -73,7 +74,7 @@ describe('controller behaviour', () => {
     expect(r.stopReason).toBe('eos');
     expect(r.tokens).toEqual(cut);
     expect(events.length).toBe(cut.length);
-    expect(r.provenance[0]).toBe('first');
+    expect(r.provenance[0]).toBe('target');
     expect(r.provenance.slice(1).every((x) => x === 'draft' || x === 'correction' || x === 'bonus')).toBe(true);
     const b = await baseline(new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: N, eosTokenIds: [eos] });
     expect(b.tokens).toEqual(cut);
@@ -160,6 +161,42 @@ describe('KController', () => {
     const ks = Array.from({ length: 17 }, () => fresh.choose());
     expect(ks.slice(0, 2)).toEqual([4, 2]);
     expect(ks.slice(2).filter((k) => k !== 8)).toEqual([7, 7]);
+  });
+});
+
+describe('time to first token', () => {
+  it("emits the target's first token as it arrives, while the draft's prefill is still running", async () => {
+    const p = [3, 1, 4, 1, 5];
+    const want = (await baseline(new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: 6 })).tokens;
+    const slowDraft = pair.newDraft();
+    const forward = slowDraft.forward.bind(slowDraft);
+    // The draft's prefill (its first forward, over the whole prompt) waits until released.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    let prefilling = false;
+    slowDraft.forward = async (t, s) => {
+      if (s === 0 && t.length === p.length) {
+        prefilling = true;
+        await gate;
+        prefilling = false;
+      }
+      return forward(t, s);
+    };
+    const seen: { token: number; duringPrefill: boolean }[] = [];
+    const run = speculate(slowDraft, new LocalTarget(pair.newTarget()), p, {
+      params: GREEDY, maxTokens: 6, k: 2,
+      onToken: (e) => {
+        seen.push({ token: e.token, duringPrefill: prefilling });
+        if (seen.length === 1) release();
+      },
+    });
+    // The gate only opens on the first token: a controller that waits for the draft's prefill
+    // before emitting would never finish; bound the wait so it fails instead of hanging.
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the first token waited for the draft prefill')), 5000));
+    const r = await Promise.race([run, timeout]);
+    expect(seen[0]).toEqual({ token: want[0], duringPrefill: true });
+    expect(r.tokens).toEqual(want);
+    expect(r.stats.ttftMs).toBeLessThan(r.stats.wallMs);
   });
 });
 

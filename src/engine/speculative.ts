@@ -2,21 +2,35 @@
 // with its own seeded stream), sends them to the target through a TargetLink, applies the
 // verdict, rolls the draft KV back, and emits tokens with their provenance. k is chosen each
 // round by a small cost model (KController); with pipelining the next block is drafted while
-// a verdict is in flight. Runs in the browser worker and in Node (CLI, bench, tests).
+// a verdict is in flight. Adaptive k includes k = 0: the target streams alone (`generate`) for
+// a stretch whenever the cost model predicts drafting would lose, so a user is never slower
+// than with the target alone. Runs in the browser worker and in Node (CLI, bench, tests).
+// Time comes from an injectable Clock (clock.ts), so tests can run on injected costs.
 
 import type { CausalLM } from './model.ts';
-import type { SamplingParams, SparseDist } from './sampling.ts';
+import { Rng, STREAM_DRAFT, argmax, pointMass, processedDist, sample, validateSampling, type SamplingParams, type SparseDist } from './sampling.ts';
 import type { TargetLink, Verdict } from './target-link.ts';
-import { Rng, STREAM_DRAFT, argmax, pointMass, processedDist, sample, validateSampling } from './sampler.ts';
+import { type Clock, realClock } from './clock.ts';
+import { SpecTally } from './tally.ts';
+import { DelayLine } from './latency.ts';
 
-export type Provenance = 'first' | 'draft' | 'correction' | 'bonus';
+/**
+ * Where a generated token came from: 'draft' an accepted draft token; 'correction' the target's
+ * token after a rejection; 'bonus' the target's extra token after a fully accepted block;
+ * 'target' a token from the target alone (the prefill's first token, a k = 0 stretch, baseline).
+ */
+export type Provenance =
+  | 'draft'
+  | 'correction'
+  | 'bonus'
+  | 'target';
 
 export interface TokenEvent {
   token: number;
   provenance: Provenance;
   /** 0-based index among generated tokens. */
   index: number;
-  /** Verify round that produced it (0 = the prefill's first token). */
+  /** Verify round that produced it (0 = the prefill's first token); a stretch's tokens carry the rounds done before it. */
   round: number;
 }
 
@@ -29,6 +43,12 @@ export interface SpeculateOptions {
   adaptive?: boolean;
   /** Upper bound of adaptive k (default 8). */
   kMax?: number;
+  /** Adaptive only: allow the k = 0 arm (the target streams alone for a stretch). Default true. */
+  targetOnlyArm?: boolean;
+  /** Chooses k each round (adaptive); default a KController. Tests inject scripted policies. */
+  policy?: KPolicy;
+  /** Time source (default the real clock); a VirtualClock runs on injected costs. */
+  clock?: Clock;
   /** Draft the next block while a verdict is in flight. */
   pipeline?: boolean;
   eosTokenIds?: readonly number[];
@@ -60,7 +80,16 @@ export interface SpecStats {
   /** Pipelining: rounds that reused pre-drafted tokens, and drafted tokens thrown away. */
   pipelineHits: number;
   wastedDraftTokens: number;
+  /** Mean k over verify rounds and stretches (a stretch counts as k = 0). */
   meanK: number;
+  /** k = 0 arm: stretches the target streamed alone, and the tokens they produced. */
+  stretches: number;
+  streamedTokens: number;
+  /** Client-observed ms per streamed token in stretches (0 if none). */
+  streamMsPerToken: number;
+  /** Mean queue time and batch size the verdicts reported (server load; 0 when not reported). */
+  meanQueueMs: number;
+  meanBatch: number;
 }
 
 export interface SpecResult {
@@ -68,19 +97,41 @@ export interface SpecResult {
   provenance: Provenance[];
   stopReason: StopReason;
   stats: SpecStats;
-  /** k used in each round. */
+  /** k used in each round; 0 for a stretch in which the target streamed alone. */
   kHistory: number[];
 }
 
-const now = (): number => globalThis.performance.now();
-
-/** Let timers and I/O run between draft steps (a resolved promise would only drain microtasks). */
-function macrotask(): Promise<void> {
-  const si = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
-  return new Promise((resolve) => (si ? si(resolve) : setTimeout(resolve, 0)));
-}
 
 // ---- adaptive k ----
+
+/** What speculate() asks each round and tells after it; KController is the real one. */
+export interface KPolicy {
+  /** Block size for the next round; 0 = the target streams alone for stretchTokens() tokens. */
+  choose(): number;
+  stretchTokens(): number;
+  /** Current acceptance estimate (pipelining drafts ahead only when α^(k+1) is high enough). */
+  readonly alpha: number;
+  observeRound(k: number, accepted: number, roundMs: number, verifyMs: number, load?: { queueMs?: number; batch?: number }): void;
+  observeDraft(msPerToken: number): void;
+  /** The draft ran the tokens of a stretch it did not propose, taking ms (the price of resuming drafting). */
+  observeCatchUp(ms: number): void;
+  /** A stretch of n tokens took wallMs from request to its end; stepMs per token between tokens (NaN if unknown). */
+  observeStretch(n: number, wallMs: number, stepMs: number): void;
+}
+
+/**
+ * Stretch lengths of the k = 0 arm: long enough that the stretch's round trip is at most
+ * STRETCH_FIXED_SHARE of it, short enough to stop promptly (abort is checked between stretches).
+ */
+export const STRETCH_MIN = 8;
+export const STRETCH_MAX = 256;
+export const STRETCH_FIXED_SHARE = 0.03;
+/** Probing drafting while streaming may cost at most this fraction of the streaming time. */
+export const PROBE_BUDGET = 0.05;
+/** Switch modes only when the other is predicted this much faster (hysteresis against flapping). */
+export const MODE_MARGIN = 1.05;
+/** While drafting, stream STRETCH_MIN tokens once this many rounds to keep the stream's cost measured. */
+export const STREAM_PROBE_EVERY = 50;
 
 /**
  * Chooses k to maximize expected generated tokens per unit time.
@@ -102,8 +153,29 @@ function macrotask(): Promise<void> {
  *   T(k) = R + V(k) + (1 − h)·k·d + h·max(0, k·d − R − V(k)).
  * Probes: the first two rounds use kInit and kInit / 2; every 8th round tries a neighbour of the
  * optimum (alternating above and below) so the table stays current near it.
+ *
+ * The k = 0 arm (targetOnly): the target streams n tokens alone; a stretch costs
+ *   T0(n) = S + n·s,  rate n / T0(n),
+ * with s the client-observed ms per streamed token (EMA over stretches; before any, V(0) from the
+ * verify line plus the queue time per pass the verdicts report — server load hits every stream
+ * step, but a speculative round only once per τ tokens) and S the stretch's fixed cost (its
+ * round trip: measured, or R minus the queue time before any); n is long enough that S is at
+ * most STRETCH_FIXED_SHARE of the stretch. It is chosen when n / T0(n) beats the best E(k)/T(k)
+ * by MODE_MARGIN (and drafting resumes when it is beaten by as much). While streaming, drafting
+ * is probed with one round of min(best k, 2) after every P streamed tokens, P chosen so the
+ * probe's expected loss (its time, plus the draft catching up on the streamed tokens, plus the
+ * next stretch's fixed cost, minus the time streaming would take for its E tokens) is at most
+ * PROBE_BUDGET of the streaming time. The other way round, the stream's cost is measured, not
+ * extrapolated (a verify line fitted over k = 1..8 says little about one position on a loaded
+ * or batched target): the second decision is a stretch, sized by the amortization rule above
+ * from round 0's estimates (STRETCH_MIN where the round trip is cheap; on a fast target behind a
+ * long round trip, long enough to pay the round trip back, and its tokens count toward the next
+ * drafting probe), and drafting streams STRETCH_MIN tokens again every STREAM_PROBE_EVERY
+ * rounds (never slower than the target alone; at most a few percent of a speculative gain). With the arm on, speculate()
+ * starts at kInit = 2 (a slow draft should not pay for a long first block). A probe refreshes d, α, V and R, so the controller returns to drafting when it pays (a faster
+ * draft, a busier server).
  */
-export class KController {
+export class KController implements KPolicy {
   private succ = 0;
   private trials = 0;
   private draftMs = NaN;
@@ -111,8 +183,19 @@ export class KController {
   /** EMA of verify ms per block size k (index k). */
   private readonly verifyMsAt: number[] = [];
   private round = 0;
+  // k = 0 arm
+  private streamMs = NaN;
+  private stretchFixedMs = NaN;
+  private queueMs = NaN;
+  private streaming = false;
+  private streamedSinceProbe = 0;
+  private probeEvery = STRETCH_MAX;
+  private probeDue = false;
+  private catchUpMs = NaN;
+  private streamProbe = false;
+  private sinceStreamProbe = 0;
 
-  constructor(readonly kMax: number, readonly kInit = Math.min(4, kMax), readonly pipeline = false) {}
+  constructor(readonly kMax: number, readonly kInit = Math.min(4, kMax), readonly pipeline = false, readonly targetOnly = false) {}
 
   get alpha(): number {
     const w0 = 4;
@@ -120,17 +203,32 @@ export class KController {
     return (this.succ + a0 * w0) / (this.trials + w0);
   }
 
-  observeRound(k: number, accepted: number, roundMs: number, verifyMs: number): void {
+  observeRound(k: number, accepted: number, roundMs: number, verifyMs: number, load: { queueMs?: number; batch?: number } = {}): void {
     this.succ = 0.9 * this.succ + accepted;
     this.trials = 0.9 * this.trials + accepted + (accepted < k ? 1 : 0);
     const overhead = Math.max(0, roundMs - verifyMs);
     this.overheadMs = Number.isNaN(this.overheadMs) ? overhead : 0.8 * this.overheadMs + 0.2 * overhead;
     const prev = this.verifyMsAt[k];
     this.verifyMsAt[k] = prev === undefined ? verifyMs : 0.7 * prev + 0.3 * verifyMs;
+    const q = load.queueMs ?? 0;
+    this.queueMs = Number.isNaN(this.queueMs) ? q : 0.8 * this.queueMs + 0.2 * q;
   }
 
   observeDraft(msPerToken: number): void {
     this.draftMs = Number.isNaN(this.draftMs) ? msPerToken : 0.8 * this.draftMs + 0.2 * msPerToken;
+  }
+
+  observeCatchUp(ms: number): void {
+    this.catchUpMs = Number.isNaN(this.catchUpMs) ? ms : 0.7 * this.catchUpMs + 0.3 * ms;
+  }
+
+  observeStretch(n: number, wallMs: number, stepMs: number): void {
+    const step = Number.isFinite(stepMs) ? stepMs : wallMs / n;
+    const fixed = Math.max(0, wallMs - n * step);
+    this.streamMs = Number.isNaN(this.streamMs) ? step : 0.7 * this.streamMs + 0.3 * step;
+    this.stretchFixedMs = Number.isNaN(this.stretchFixedMs) ? fixed : 0.7 * this.stretchFixedMs + 0.3 * fixed;
+    this.streamedSinceProbe += n;
+    if (this.streamedSinceProbe >= this.probeEvery) this.probeDue = true;
   }
 
   /** Line a + b·(k + 1), a, b >= 0, through the per-k verify times (each k weighted once). */
@@ -160,7 +258,7 @@ export class KController {
     return { a, b };
   }
 
-  /** Expected verify ms of a k-block. */
+  /** Expected verify ms of a k-block (k = 0: one decode step, from the line). */
   verifyTime(k: number): number {
     const seen = this.verifyMsAt[k];
     if (seen !== undefined) return seen;
@@ -180,12 +278,42 @@ export class KController {
     return r + (1 - h) * k * d + h * Math.max(0, k * d - r);
   }
 
-  /** The k with the most expected tokens per ms (ties → smaller k). */
+  /** ms per streamed token in a stretch: measured, or one decode step plus the queue time per pass. */
+  streamStepTime(): number {
+    if (!Number.isNaN(this.streamMs)) return this.streamMs;
+    return this.verifyTime(0) + (Number.isNaN(this.queueMs) ? 0 : this.queueMs);
+  }
+
+  /** Fixed cost of a stretch (its round trip): measured, or the round overhead minus queueing. */
+  stretchFixedTime(): number {
+    if (!Number.isNaN(this.stretchFixedMs)) return this.stretchFixedMs;
+    const r = Number.isNaN(this.overheadMs) ? 0 : this.overheadMs;
+    return Math.max(0, r - (Number.isNaN(this.queueMs) ? 0 : this.queueMs));
+  }
+
+  /** Tokens the next stretch streams: enough to amortize its round trip, up to the next probe, within [STRETCH_MIN, STRETCH_MAX]. */
+  stretchTokens(): number {
+    // a re-probe while drafting wins stays short; the first probe (nothing streamed yet) is sized
+    // like any stretch from the estimates of round 0: on a fast target behind a long round trip
+    // it streams long enough to pay that round trip back instead of costing one more
+    if (this.streamProbe && !Number.isNaN(this.streamMs)) return STRETCH_MIN;
+    const amortize = Math.ceil(this.stretchFixedTime() / (STRETCH_FIXED_SHARE * Math.max(this.streamStepTime(), 1e-6)));
+    const n = this.streamProbe ? amortize : Math.min(amortize, Math.max(STRETCH_MIN, this.probeEvery - this.streamedSinceProbe));
+    return Math.max(STRETCH_MIN, Math.min(STRETCH_MAX, n));
+  }
+
+  /** Expected tokens per ms: of drafting at k (k >= 1), or of streaming n tokens (k = 0). */
+  rate(k: number, n = this.stretchTokens()): number {
+    if (k === 0) return n / Math.max(this.stretchFixedTime() + n * this.streamStepTime(), 1e-6);
+    return this.expectedTokens(k) / Math.max(this.roundTime(k), 1e-6);
+  }
+
+  /** The k >= 1 with the most expected tokens per ms (ties → smaller k). */
   best(): number {
     let bestK = 1;
     let bestRate = -Infinity;
     for (let k = 1; k <= this.kMax; k++) {
-      const rate = this.expectedTokens(k) / Math.max(this.roundTime(k), 1e-6);
+      const rate = this.rate(k);
       if (rate > bestRate * (1 + 1e-9)) {
         bestRate = rate;
         bestK = k;
@@ -194,11 +322,50 @@ export class KController {
     return bestK;
   }
 
+  /** Probe interval: the probe's expected loss over streaming ≤ PROBE_BUDGET of the streaming time. */
+  private planProbes(kProbe: number): void {
+    const s = Math.max(this.streamStepTime(), 1e-6);
+    // before any stretch has been caught up on, assume it costs one draft step
+    const catchUp = Number.isNaN(this.catchUpMs) ? (Number.isNaN(this.draftMs) ? 0 : this.draftMs) : this.catchUpMs;
+    const loss = Math.max(0, this.roundTime(kProbe) + catchUp + this.stretchFixedTime() - this.expectedTokens(kProbe) * s);
+    this.probeEvery = Math.max(STRETCH_MIN, Math.min(4096, Math.ceil(loss / (PROBE_BUDGET * s))));
+  }
+
   choose(): number {
     const r = this.round++;
     if (r === 0) return this.kInit;
-    if (r === 1) return Math.max(1, Math.floor(this.kInit / 2));
+    if (r === 1 && !this.targetOnly) return Math.max(1, Math.floor(this.kInit / 2));
+    if (this.targetOnly && !this.streaming && (Number.isNaN(this.streamMs) || this.sinceStreamProbe >= STREAM_PROBE_EVERY)) {
+      // measure what streaming costs now (one stretch), then decide on data
+      this.sinceStreamProbe = 0;
+      this.streamedSinceProbe = 0;
+      this.streamProbe = true;
+      return 0;
+    }
+    // a stream probe's tokens count as streaming time toward the next drafting probe
+    const afterStreamProbe = this.streamProbe;
+    this.streamProbe = false;
+    this.sinceStreamProbe++;
     const k = this.best();
+    if (this.targetOnly) {
+      const kProbe = Math.min(k, 2);
+      if (this.streaming && this.probeDue) {
+        // a probe round: refresh the drafting estimates, then decide again
+        this.probeDue = false;
+        this.streamedSinceProbe = 0;
+        this.streaming = false;
+        return kProbe;
+      }
+      const r0 = this.rate(0);
+      const rk = this.rate(k);
+      if (this.streaming ? r0 * MODE_MARGIN >= rk : r0 > rk * MODE_MARGIN) {
+        if (!this.streaming && !afterStreamProbe) this.streamedSinceProbe = 0;
+        this.streaming = true;
+        this.planProbes(kProbe);
+        return 0;
+      }
+      this.streaming = false;
+    }
     if (r % 8 === 0) {
       const up = (r / 8) % 2 === 1;
       const probe = up ? k + 1 : k - 1;
@@ -222,8 +389,10 @@ class Drafter {
   private kv: number[] = [];
   msTotal = 0;
   tokensDrafted = 0;
+  /** Time spent running tokens the draft did not propose (after a k = 0 stretch), ms. */
+  catchUpMs = 0;
 
-  constructor(readonly model: CausalLM, readonly params: SamplingParams) {}
+  constructor(readonly model: CausalLM, readonly params: SamplingParams, readonly clock: Clock) {}
 
   /** Run tokens into the KV cache without proposing (overlaps the target's prefill). */
   async prefill(tokens: readonly number[]): Promise<void> {
@@ -243,10 +412,19 @@ class Drafter {
 
   /** Propose the token after `context`, with the q it was drawn from. */
   async next(context: readonly number[]): Promise<{ token: number; q: SparseDist }> {
-    const c = this.syncTo(context);
-    const t0 = now();
+    let c = this.syncTo(context);
+    if (context.length - c > 2) {
+      // tokens the target streamed alone: run them as one prefill-like pass first, timed apart,
+      // so the draft's per-token cost (which the controller weighs) stays a decode step's
+      const t0 = this.clock.now();
+      await this.model.forward(context.slice(c, -1), c);
+      this.catchUpMs += this.clock.now() - t0;
+      c = context.length - 1;
+      this.kv = context.slice(0, c);
+    }
+    const t0 = this.clock.now();
     const logits = await this.model.forward(context.slice(c), c);
-    this.msTotal += now() - t0;
+    this.msTotal += this.clock.now() - t0;
     this.tokensDrafted++;
     this.kv = context.slice();
     const vocab = this.model.config.vocabSize;
@@ -269,53 +447,91 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   validateSampling(opts.params);
   const kMax = opts.kMax ?? 8;
   const fixedK = opts.k ?? 4;
+  const adaptive = !!opts.adaptive || !!opts.policy;
   if (!Number.isInteger(kMax) || kMax < 1) throw new RangeError(`kMax must be an integer >= 1, got ${kMax}`);
-  if (!opts.adaptive && (!Number.isInteger(fixedK) || fixedK < 1)) throw new RangeError(`k must be an integer >= 1, got ${fixedK}`);
+  if (!adaptive && (!Number.isInteger(fixedK) || fixedK < 1)) throw new RangeError(`k must be an integer >= 1, got ${fixedK}`);
   if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 1) throw new RangeError(`maxTokens must be an integer >= 1, got ${opts.maxTokens}`);
   if (prompt.length === 0) throw new RangeError('speculate: the prompt needs at least one token');
+  const clock = opts.clock ?? realClock;
   const greedy = opts.params.temperature === 0;
   const eos = new Set(opts.eosTokenIds ?? []);
-  const ctl = new KController(opts.adaptive ? kMax : fixedK, opts.adaptive ? Math.min(4, kMax) : fixedK, !!opts.pipeline);
-  const drafter = new Drafter(draftModel, opts.params);
+  const targetOnly = adaptive && opts.targetOnlyArm !== false;
+  // with the k = 0 arm the first round is a short probe: a slow draft must not pay for a long block before the model knows
+  const kInit = adaptive ? Math.min(targetOnly ? 2 : 4, kMax) : fixedK;
+  const ctl: KPolicy = opts.policy ?? new KController(adaptive ? kMax : fixedK, kInit, !!opts.pipeline, targetOnly);
+  const drafter = new Drafter(draftModel, opts.params, clock);
 
-  const t0 = now();
+  const t0 = clock.now();
   const passes0 = target.targetPasses;
   const tokens: number[] = [];
   const provenance: Provenance[] = [];
   const kHistory: number[] = [];
   let stopReason: StopReason | null = null;
   let ttftMs = 0;
-  let rounds = 0;
-  let drafted = 0;
-  let acceptedTotal = 0;
-  let verifyMsSum = 0;
+  const tally = new SpecTally();
   let roundMsSum = 0;
   let pipelineHits = 0;
   let wasted = 0;
+  let stretches = 0;
+  let streamed = 0;
+  let streamMsSum = 0;
+  let queueMsSum = 0;
+  let batchSum = 0;
+  let loadRounds = 0;
 
   const emit = (token: number, prov: Provenance): void => {
     if (stopReason) return;
-    if (tokens.length === 0) ttftMs = now() - t0;
+    if (tokens.length === 0) ttftMs = clock.now() - t0;
     tokens.push(token);
     provenance.push(prov);
-    opts.onToken?.({ token, provenance: prov, index: tokens.length - 1, round: rounds });
+    opts.onToken?.({ token, provenance: prov, index: tokens.length - 1, round: tally.rounds });
     if (eos.has(token)) stopReason = 'eos';
     else if (tokens.length >= opts.maxTokens) stopReason = 'max-tokens';
   };
 
-  // target prefill and draft prefill overlap when the target is remote
-  const opening = target.open(prompt, opts.params);
-  // a refusal may arrive while the draft prefill is still awaiting its backend: mark it handled
-  // here (it is still thrown by the await below) so Node does not treat it as unhandled
-  opening.catch(() => {});
-  if (prompt.length > 1) await drafter.prefill(prompt);
-  const { firstToken } = await opening;
-  emit(firstToken, 'first');
+  // Target prefill and draft prefill overlap when the target is remote, and the target's first
+  // token is emitted the moment it arrives, draft prefill or not (speculative TTFT = target
+  // prefill + RTT). allSettled waits for both, so the draft's KV is never still being written
+  // when this returns, and a refusal is thrown after the prefill finished, not left unhandled.
+  let firstToken = -1;
+  const opening = target.open(prompt, opts.params).then((r) => {
+    firstToken = r.firstToken;
+    emit(firstToken, 'target');
+  });
+  const [opened, prefilled] = await Promise.allSettled([opening, prompt.length > 1 ? drafter.prefill(prompt) : Promise.resolve()]);
+  if (prefilled.status === 'rejected') throw prefilled.reason;
+  if (opened.status === 'rejected') throw opened.reason;
 
   const transcript = [...prompt, firstToken];
   // drafted ahead of the transcript: tokens with their q's, valid while the transcript is unchanged
   let pending: { token: number; q: SparseDist }[] = [];
   const room = (): number => draftModel.maxContext - transcript.length;
+
+  /** k = 0: the target streams n tokens alone, sampling them itself exactly as baseline does. */
+  const stretch = async (n: number): Promise<void> => {
+    wasted += pending.length;
+    pending = [];
+    kHistory.push(0);
+    const s0 = clock.now();
+    let first = NaN;
+    let last = NaN;
+    let seen = 0;
+    const got = await target.generate(n, (t) => {
+      last = clock.now();
+      if (seen++ === 0) first = last;
+      // Stop shows at once: the rest of the stretch still arrives (a generate cannot be cut short) but is not emitted
+      if (opts.signal?.aborted && !stopReason) stopReason = 'abort';
+      emit(t, 'target');
+    });
+    const wallMs = clock.now() - s0;
+    // a link that returns the stretch without streaming it emits it here
+    for (let i = seen; i < got.length; i++) emit(got[i], 'target');
+    transcript.push(...got);
+    stretches++;
+    streamed += got.length;
+    streamMsSum += wallMs;
+    ctl.observeStretch(got.length, wallMs, seen >= 2 ? (last - first) / (seen - 1) : NaN);
+  };
 
   while (!stopReason) {
     if (opts.signal?.aborted) {
@@ -323,7 +539,18 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
       break;
     }
     const remaining = opts.maxTokens - tokens.length;
-    let k = Math.min(opts.adaptive ? ctl.choose() : fixedK, Math.max(1, remaining - 1), room() - 1);
+    const chosen = adaptive ? ctl.choose() : fixedK;
+    if (chosen === 0) {
+      const n = Math.min(ctl.stretchTokens(), remaining, room() - 1);
+      if (n < 1) {
+        stopReason = 'context';
+        break;
+      }
+      await stretch(n);
+      if (opts.signal?.aborted && !stopReason) stopReason = 'abort';
+      continue;
+    }
+    let k = Math.min(chosen, Math.max(1, remaining - 1), room() - 1);
     if (k < 1) {
       stopReason = 'context';
       break;
@@ -335,12 +562,14 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     pending = [];
     const d0 = drafter.tokensDrafted;
     const m0 = drafter.msTotal;
+    const c0 = drafter.catchUpMs;
     while (block.length < k) block.push(await drafter.next([...transcript, ...block.map((b) => b.token)]));
+    if (drafter.catchUpMs > c0) ctl.observeCatchUp(drafter.catchUpMs - c0);
     k = block.length;
     kHistory.push(k);
     const draftTokens = block.map((b) => b.token);
 
-    const sent = now();
+    const sent = clock.now();
     let settled = false;
     const inFlight = target.verify(draftTokens, greedy ? undefined : block.map((b) => b.q));
     inFlight.then(() => (settled = true), () => (settled = true));
@@ -349,24 +578,26 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     // draft step in progress when the verdict lands only delays the next round.
     const ext: { token: number; q: SparseDist }[] = [];
     if (opts.pipeline && ctl.alpha ** (k + 1) >= PIPELINE_MIN_HIT) {
-      await macrotask();
+      await clock.sleep(0);
       while (!settled && !opts.signal?.aborted && ext.length < kMax + 1 && transcript.length + k + ext.length + 1 < draftModel.maxContext) {
         ext.push(await drafter.next([...transcript, ...draftTokens, ...ext.map((e) => e.token)]));
-        await macrotask();
+        await clock.sleep(0);
       }
     }
     const verdict: Verdict = await inFlight;
-    const roundMs = now() - sent;
+    const roundMs = clock.now() - sent;
     if (drafter.tokensDrafted > d0) ctl.observeDraft((drafter.msTotal - m0) / (drafter.tokensDrafted - d0));
     if (!Number.isInteger(verdict.accepted) || verdict.accepted < 0 || verdict.accepted > k) {
       throw new RangeError(`verdict accepted ${verdict.accepted} of a ${k}-token block`);
     }
-    rounds++;
-    drafted += k;
-    acceptedTotal += verdict.accepted;
-    verifyMsSum += verdict.verifyMs;
+    tally.round(k, verdict.accepted, verdict.verifyMs);
     roundMsSum += roundMs;
-    ctl.observeRound(k, verdict.accepted, roundMs, verdict.verifyMs);
+    if (verdict.queueMs !== undefined || verdict.batch !== undefined) {
+      loadRounds++;
+      queueMsSum += verdict.queueMs ?? 0;
+      batchSum += verdict.batch ?? 0;
+    }
+    ctl.observeRound(k, verdict.accepted, roundMs, verdict.verifyMs, { queueMs: verdict.queueMs, batch: verdict.batch });
 
     for (let i = 0; i < verdict.accepted; i++) emit(draftTokens[i], 'draft');
     emit(verdict.token, verdict.accepted === k ? 'bonus' : 'correction');
@@ -379,8 +610,9 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   }
   wasted += pending.length;
 
-  const wallMs = now() - t0;
-  const targetPasses = target.targetPasses - passes0;
+  const wallMs = clock.now() - t0;
+  tally.add({ tokens: tokens.length, targetPasses: target.targetPasses - passes0 });
+  const { rounds } = tally;
   return {
     tokens,
     provenance,
@@ -388,14 +620,14 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     kHistory,
     stats: {
       rounds,
-      draftedTokens: drafted,
-      acceptedTokens: acceptedTotal,
-      acceptanceRate: drafted ? acceptedTotal / drafted : 0,
-      meanAcceptedPerRound: rounds ? acceptedTotal / rounds : 0,
-      tokensPerTargetPass: targetPasses ? tokens.length / targetPasses : 0,
-      targetPasses,
+      draftedTokens: tally.drafted,
+      acceptedTokens: tally.accepted,
+      acceptanceRate: tally.acceptanceRate,
+      meanAcceptedPerRound: tally.meanAcceptedPerRound,
+      tokensPerTargetPass: tally.tokensPerTargetPass,
+      targetPasses: tally.targetPasses,
       draftMsPerToken: drafter.tokensDrafted ? drafter.msTotal / drafter.tokensDrafted : 0,
-      verifyMsPerPass: rounds ? verifyMsSum / rounds : 0,
+      verifyMsPerPass: tally.verifyMsPerPass,
       roundMs: rounds ? roundMsSum / rounds : 0,
       wallMs,
       tokPerSec: wallMs > 0 ? (tokens.length * 1000) / wallMs : 0,
@@ -403,6 +635,11 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
       pipelineHits,
       wastedDraftTokens: wasted,
       meanK: kHistory.length ? kHistory.reduce((a, b) => a + b, 0) / kHistory.length : 0,
+      stretches,
+      streamedTokens: streamed,
+      streamMsPerToken: streamed ? streamMsSum / streamed : 0,
+      meanQueueMs: loadRounds ? queueMsSum / loadRounds : 0,
+      meanBatch: loadRounds ? batchSum / loadRounds : 0,
     },
   };
 }
@@ -422,19 +659,20 @@ export interface BaselineResult {
 export async function baseline(
   target: TargetLink,
   prompt: number[],
-  opts: { params: SamplingParams; maxTokens: number; eosTokenIds?: readonly number[] },
+  opts: { params: SamplingParams; maxTokens: number; eosTokenIds?: readonly number[]; clock?: Clock },
 ): Promise<BaselineResult> {
   validateSampling(opts.params);
-  const t0 = now();
+  const clock = opts.clock ?? realClock;
+  const t0 = clock.now();
   const passes0 = target.targetPasses;
   const { firstToken } = await target.open(prompt, opts.params);
-  const ttftMs = now() - t0;
+  const ttftMs = clock.now() - t0;
   const rest = opts.maxTokens > 1 ? await target.generate(opts.maxTokens - 1) : [];
   const eos = new Set(opts.eosTokenIds ?? []);
   const all = [firstToken, ...rest];
   const stop = all.findIndex((t) => eos.has(t));
   const tokens = stop >= 0 ? all.slice(0, stop + 1) : all;
-  const wallMs = now() - t0;
+  const wallMs = clock.now() - t0;
   return {
     tokens,
     stopReason: stop >= 0 ? 'eos' : 'max-tokens',
@@ -445,26 +683,29 @@ export async function baseline(
   };
 }
 
-// ---- injected link latency ----
-
-const sleep = (ms: number): Promise<void> => (ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve());
+// ---- injected latency: of the link, of the draft ----
 
 /**
  * A TargetLink with rttMs of extra round-trip delay, half on the way out and half on the way
- * back (what `--rtt-ms` injects). Baseline generation pays it once per call: the target streams
- * its tokens without waiting for the client.
+ * back (what `--rtt-ms` injects), through the same DelayLine as RemoteTarget's. Baseline
+ * generation pays it once per call: the target streams its tokens without waiting for the
+ * client, each arriving half the RTT after it was produced.
  */
 export class DelayedLink implements TargetLink {
-  constructor(readonly inner: TargetLink, readonly rttMs: number) {}
+  private readonly line: DelayLine;
+
+  constructor(readonly inner: TargetLink, readonly rttMs: number, readonly clock: Clock = realClock) {
+    this.line = new DelayLine(rttMs, clock);
+  }
 
   get targetPasses(): number {
     return this.inner.targetPasses;
   }
 
   private async around<T>(f: () => Promise<T>): Promise<T> {
-    await sleep(this.rttMs / 2);
+    await this.line.send();
     const out = await f();
-    await sleep(this.rttMs / 2);
+    if (this.rttMs > 0) await this.line.arrival();
     return out;
   }
 
@@ -477,10 +718,46 @@ export class DelayedLink implements TargetLink {
   }
 
   generate(n: number, onToken?: (token: number) => void): Promise<number[]> {
-    return this.around(() => this.inner.generate(n, onToken));
+    // each streamed token reaches the caller half the RTT after the target produced it
+    return this.around(() => this.inner.generate(n, onToken && ((t) => this.line.receive(() => onToken(t)))));
   }
 
   close(): Promise<void> {
     return this.around(() => this.inner.close());
+  }
+}
+
+/**
+ * A draft model whose every forward call takes delayMs longer (what `--draft-delay-ms` injects):
+ * a draft device slow per step — a browser GPU with high dispatch latency, a busy laptop —
+ * where speculation loses and the controller's k = 0 arm must take over.
+ */
+export class DelayedModel implements CausalLM {
+  constructor(readonly inner: CausalLM, readonly delayMs: number, readonly clock: Clock = realClock) {}
+
+  get config() {
+    return this.inner.config;
+  }
+
+  get maxContext(): number {
+    return this.inner.maxContext;
+  }
+
+  get length(): number {
+    return this.inner.length;
+  }
+
+  async forward(tokens: ArrayLike<number>, startPos: number): Promise<Float32Array> {
+    const out = await this.inner.forward(tokens, startPos);
+    if (this.delayMs > 0) await this.clock.sleep(this.delayMs);
+    return out;
+  }
+
+  rollback(length: number): void {
+    this.inner.rollback(length);
+  }
+
+  dispose(): void {
+    this.inner.dispose();
   }
 }

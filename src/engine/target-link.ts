@@ -10,6 +10,9 @@ export interface Verdict {
   token: number;
   /** Target forward time for this block as measured where it ran, ms. */
   verifyMs: number;
+  /** Server load, where a gateway reports it: time the block waited in the batcher's queue, ms, and sessions in its pass. */
+  queueMs?: number;
+  batch?: number;
 }
 
 export interface TargetLink {

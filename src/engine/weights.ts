@@ -2,6 +2,7 @@
 // This is what the CPU reference runs on and what the GPU engine quantizes/uploads from.
 
 import { type LlamaConfig, kvDim, qDim } from './config.ts';
+import { mulberry32 } from '../kernels/random.ts';
 
 export interface LayerWeights {
   attnNorm: Float32Array; // (dim)           input_layernorm.weight
@@ -60,17 +61,8 @@ export function expectedShapes(c: LlamaConfig): Map<string, number[]> {
   return m;
 }
 
-/** Deterministic PRNG (mulberry32) so fixtures are reproducible from a seed. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32) so fixtures are reproducible from a seed; it lives in src/kernels/random.ts. */
+export { mulberry32 };
 
 /**
  * Random weights with the statistics of a trained Llama (matrices ~ U(-a, a) with

@@ -4,8 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ARGMAX_PARAMS_BYTES, createArgmax, packArgmaxParams } from './argmax.ts';
 import source from './argmax.wgsl?raw';
 import { type GpuContext, requestDevice } from './gpu.ts';
-import { randomF32 } from './testing.ts';
-import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+import { randomF32, runPass, sentinelBuffer, upload, wgslStructBytes } from './testing.ts';
 
 let ctx: GpuContext;
 beforeAll(async () => {

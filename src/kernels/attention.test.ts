@@ -8,8 +8,7 @@ import attentionSource from './attention.wgsl?raw';
 import { type GpuContext, requestDevice } from './gpu.ts';
 import { KVWRITE_PARAMS_BYTES, type KvFormat, createKvWrite, packKvWriteParams } from './kvwrite.ts';
 import kvwriteSource from './kvwrite.wgsl?raw';
-import { compare, randomF32 } from './testing.ts';
-import { f16Round, runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+import { compare, randomF32, f16Round, runPass, sentinelBuffer, upload, wgslStructBytes } from './testing.ts';
 
 let ctx: GpuContext;
 beforeAll(async () => {

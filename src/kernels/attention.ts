@@ -11,6 +11,10 @@ export interface AttentionParams {
   headDim: number;
   startPos: number;
   scale: number;
+  /** First query/output row (a session's rows inside a batch). Default 0. */
+  rowOffset?: number;
+  /** f32 elements per q row. Default nHeads * headDim. */
+  qStride?: number;
 }
 export const ATTENTION_PARAMS_BYTES = 32;
 
@@ -22,6 +26,8 @@ export function packAttentionParams(p: AttentionParams): ArrayBuffer {
   v.setUint32(8, p.headDim, true);
   v.setUint32(12, p.startPos, true);
   v.setFloat32(16, p.scale, true);
+  v.setUint32(20, p.rowOffset ?? 0, true);
+  v.setUint32(24, p.qStride ?? p.nHeads * p.headDim, true);
   return buf;
 }
 
@@ -33,6 +39,12 @@ export interface AttentionBuffers {
   vCache: Buf;
   /** (M, nHeads * headDim) */
   out: Buf;
+  /**
+   * A caller-owned params uniform (ATTENTION_PARAMS_BYTES), written with writeAttentionParams
+   * before the submission: the layers of one session then share one uniform and one queue
+   * write per pass, and encode() writes nothing. Default: the op's own, written by encode().
+   */
+  params?: GPUBuffer;
 }
 
 export interface AttentionDims {
@@ -54,17 +66,24 @@ export async function createAttention(ctx: GpuContext, b: AttentionBuffers, d: A
   }
   if (d.nHeads % d.nKvHeads !== 0) throw new RangeError(`attention: nKvHeads ${d.nKvHeads} must divide nHeads ${d.nHeads}`);
   const pipeline = await cachedPipeline(ctx, 'attention', source, { WG, KV_F16: d.format === 'f16' ? 1 : 0 });
-  const params = uniformBuffer(ctx, ATTENTION_PARAMS_BYTES, `${label}.params`);
+  const shared = b.params !== undefined;
+  const params = b.params ?? uniformBuffer(ctx, ATTENTION_PARAMS_BYTES, `${label}.params`);
   const bindGroup = bindAll(ctx, pipeline, [params, b.q, b.kCache, b.vCache, b.out], label);
   const scale = 1 / Math.sqrt(d.headDim);
   return {
     encode(pass, { m, startPos }) {
       if (startPos + m > d.maxContext) throw new RangeError(`attention: positions up to ${startPos + m} exceed maxContext ${d.maxContext}`);
       if (m === 0) return;
-      ctx.device.queue.writeBuffer(params, 0, packAttentionParams({ nHeads: d.nHeads, nKvHeads: d.nKvHeads, headDim: d.headDim, startPos, scale }));
+      if (!shared) ctx.device.queue.writeBuffer(params, 0, packAttentionParams({ nHeads: d.nHeads, nKvHeads: d.nKvHeads, headDim: d.headDim, startPos, scale }));
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bindGroup);
       pass.dispatchWorkgroups(d.nHeads, m);
     },
   };
+}
+
+/** Queue the params of one session's rows into a shared uniform (see AttentionBuffers.params). */
+export function writeAttentionParams(ctx: GpuContext, params: GPUBuffer, d: AttentionDims, at: { startPos: number; m: number; rowOffset: number; qStride: number }): void {
+  if (at.startPos + at.m > d.maxContext) throw new RangeError(`attention: positions up to ${at.startPos + at.m} exceed maxContext ${d.maxContext}`);
+  ctx.device.queue.writeBuffer(params, 0, packAttentionParams({ nHeads: d.nHeads, nKvHeads: d.nKvHeads, headDim: d.headDim, startPos: at.startPos, scale: 1 / Math.sqrt(d.headDim), rowOffset: at.rowOffset, qStride: at.qStride }));
 }

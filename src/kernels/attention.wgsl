@@ -6,6 +6,8 @@
 // block is just t <= p. Softmax is online (flash style): keys are taken in tiles of WG; a
 // running max mx, normalizer l and accumulator are rescaled by exp(mx_old - mx_new) per
 // tile, so any context length works with O(WG + headDim) workgroup memory.
+// Rows: query row m is q row rowOffset + m (qStride floats per q row: the fused q|k|v
+// projection of a batch of sessions) and out row rowOffset + m (nHeads*headDim per row).
 // Thread mapping: one workgroup per (h, m): dispatch (nHeads, M). In a tile, thread j scores
 // key t0 + j; then every thread owns output dims d = lid + c*WG (c < DPT) and sums the tile's
 // probabilities times V(t, g, d) (adjacent threads read adjacent V words).
@@ -26,9 +28,9 @@ struct Params {
   headDim: u32,
   startPos: u32,
   scale: f32,
+  rowOffset: u32,
+  qStride: u32,
   _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -74,7 +76,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kvDim = params.nKvHeads * hd;
   let g = h / (params.nHeads / params.nKvHeads);
   let last = params.startPos + row;
-  let qBase = (row * params.nHeads + h) * hd;
+  let qBase = (params.rowOffset + row) * params.qStride + h * hd;
+  let outBase = ((params.rowOffset + row) * params.nHeads + h) * hd;
   for (var i = lid; i < hd; i += WG) {
     qs[i] = q[qBase + i];
   }
@@ -121,7 +124,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var c = 0u; c < DPT; c++) {
     let d = lid + c * WG;
     if (d < hd) {
-      out[qBase + d] = acc[c] / l;
+      out[outBase + d] = acc[c] / l;
     }
   }
 }

@@ -5,8 +5,7 @@ import addSource from './add.wgsl?raw';
 import { type GpuContext, requestDevice } from './gpu.ts';
 import { SWIGLU_PARAMS_BYTES, createSwiglu, packSwigluParams } from './swiglu.ts';
 import swigluSource from './swiglu.wgsl?raw';
-import { compare, randomF32 } from './testing.ts';
-import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+import { compare, randomF32, runPass, sentinelBuffer, upload, wgslStructBytes } from './testing.ts';
 
 let ctx: GpuContext;
 beforeAll(async () => {

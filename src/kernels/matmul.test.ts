@@ -8,26 +8,13 @@
 // non-multiples of 4 / 32 / 64; outputs sit between sentinels; x gaps hold NaN.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GpuContext, requestDevice } from './gpu.ts';
-import { MATMUL_PARAMS_BYTES, MatmulShapeError, type WeightFormat, allocateMatrix, createMatmul, matmulParams, quantizeActivationQ8, uploadMatrix, writeMatrixRows } from './matmul.ts';
+import { MatmulShapeError, type WeightFormat, allocateMatrix, createMatmul, quantizeActivationQ8, uploadMatrix, writeMatrixRows } from './matmul.ts';
 import { type PackedMatrix, WEIGHT_FORMATS, rowLayout } from './matmul-layout.ts';
-import gemvSource from './matmul_gemv.wgsl?raw';
-import gemvRowsSource from './matmul_gemv_rows.wgsl?raw';
-import gemvQ4Q8xSource from './matmul_gemv_q4_q8x.wgsl?raw';
-import q8xSource from './matmul_q8x.wgsl?raw';
-import tiledSource from './matmul_tiled.wgsl?raw';
-import { compare, randomF32 } from './testing.ts';
-import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+import { compare, randomF32, runPass, sentinelBuffer, upload } from './testing.ts';
+import { mulberry32Bits } from './random.ts';
 
 /** Deterministic u32 stream (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+const rng = mulberry32Bits;
 
 const f32v = new Float32Array(1);
 const u32v = new Uint32Array(f32v.buffer);
@@ -157,17 +144,7 @@ const SHAPES: [number, number][] = [[1, 1], [37, 65], [257, 96], [3, 300], [130,
 const MS = [1, 2, 5, 17];
 
 describe('matmul', () => {
-  it('uniform packer matches the WGSL struct', () => {
-    expect(wgslStructBytes(gemvSource.replace(/\/\/.*$/gm, ''), 'Params')).toBe(MATMUL_PARAMS_BYTES);
-    expect(wgslStructBytes(gemvRowsSource, 'Params')).toBe(MATMUL_PARAMS_BYTES);
-    expect(wgslStructBytes(tiledSource, 'Params')).toBe(MATMUL_PARAMS_BYTES);
-    expect(wgslStructBytes(gemvQ4Q8xSource, 'Params')).toBe(MATMUL_PARAMS_BYTES);
-    expect(wgslStructBytes(q8xSource, 'Params')).toBe(MATMUL_PARAMS_BYTES);
-    const gw = allocateMatrix(ctx, 5, 40, 'q4', 'w');
-    expect(matmulParams(gw, gw.chunks[0], 1, 0, 40, 0, 5).byteLength).toBe(MATMUL_PARAMS_BYTES);
-    gw.destroy();
-  });
-
+  // The uniform packer and the shader assembly: matmul-wgsl.test.ts.
   for (const format of WEIGHT_FORMATS) {
     it(`${format}: every shape × m ∈ {${MS}} × m > 1 kernel (tiled, rows), x aligned and not`, async () => {
       let seed = 100;
@@ -301,4 +278,95 @@ describe('matmul', () => {
     expect(() => uploadMatrix(ctx, { ...packed, rowWords: 4 }, 'bad')).toThrow(MatmulShapeError);
     expect(() => writeMatrixRows(ctx, gw, 7, packed.data.subarray(0, 2 * packed.rowWords))).toThrow(MatmulShapeError);
   });
+});
+
+// matmul_out.wgsl: with `accumulate` every kernel adds its product to what out holds (the
+// residual add folded into the matmul): out = y + x · Wᵀ against the f64 oracle, NMSE ≤ 1e-7.
+// matmul_x.wgsl glu sections: x = gate | up, the kernel multiplies silu(gate) · up (f64 oracle;
+// up at a multiple of 4 takes the vec4 path, at 35 the scalar one).
+// With `invariant` a token's output is bitwise the same whether it runs alone (m = 1) or as
+// one of m = 5 tokens, for every kernel pairing (the verifier's batch invariance rests on it).
+describe('matmul epilogue (accumulate) and batch invariance', () => {
+  const kernels: { name: string; gemv: 'rows' | 'coop'; multi: 'rows' | 'tiled' }[] = [
+    { name: 'coop GEMV / tiled', gemv: 'coop', multi: 'tiled' },
+    { name: 'rows GEMV / rows', gemv: 'rows', multi: 'rows' },
+  ];
+  // f32 only: the epilogue is format-independent, and every new pipeline costs seconds to compile on SwiftShader
+  for (const format of ['f32'] as const) {
+    for (const k of kernels) {
+      it(`${format}, ${k.name}: accumulate gives y + x · Wᵀ for m = 1 and m = 6`, async () => {
+        let seed = 700;
+        for (const [rows, cols] of [[130, 33]]) {
+          for (const m of [1, 6]) {
+            const { packed, w } = randomPacked(rows, cols, format, seed++);
+            const x = nanPaddedX(m, cols, 0, cols, seed++);
+            const y = randomF32(m * rows, seed++);
+            const out = sentinelBuffer(ctx, m * rows, y);
+            const gw = uploadMatrix(ctx, packed, 'w');
+            const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, x), w: gw, gemv: k.gemv, multi: k.multi, subgroups: false, accumulate: true });
+            await runPass(ctx, (pass) => op.encode(pass, m));
+            const { words, broken } = await out.read();
+            const want = cpuMatmul(x, w, m, rows, cols, 0, cols).map((v, i) => v + y[i]);
+            const cmp = compare(new Float32Array(words.buffer), want, 1e-7, `accumulate ${rows}x${cols} m=${m}`);
+            expect(broken, 'overwritten sentinels').toBe(0);
+            expect(cmp.ok, cmp.summary).toBe(true);
+            op.destroy();
+            gw.destroy();
+          }
+        }
+      });
+
+      it(`${format}, ${k.name}: xGlu (SwiGLU in the x loads) + accumulate gives y + (silu(g)·u) · Wᵀ, x aligned and not`, async () => {
+        let seed = 900;
+        for (const [rows, cols, up] of [[130, 40, 40], [37, 33, 35]]) {
+          for (const m of [1, 6]) {
+            const { packed, w } = randomPacked(rows, cols, format, seed++);
+            const stride = up + cols + 1;
+            const gu = randomF32(m * stride, seed++, 3);
+            const h = new Float32Array(m * cols);
+            for (let t = 0; t < m; t++) {
+              for (let j = 0; j < cols; j++) {
+                const g = gu[t * stride + j];
+                h[t * cols + j] = (g / (1 + Math.exp(-g))) * gu[t * stride + up + j];
+              }
+            }
+            const y = randomF32(m * rows, seed++);
+            const out = sentinelBuffer(ctx, m * rows, y);
+            const gw = uploadMatrix(ctx, packed, 'w');
+            const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, gu), w: gw, xStride: stride, xGlu: up, gemv: k.gemv, multi: k.multi, subgroups: false, accumulate: true });
+            await runPass(ctx, (pass) => op.encode(pass, m));
+            const { words, broken } = await out.read();
+            const want = cpuMatmul(h, w, m, rows, cols, 0, cols).map((v, i) => v + y[i]);
+            const cmp = compare(new Float32Array(words.buffer), want, 1e-7, `glu ${rows}x${cols} up@${up} m=${m}`);
+            expect(broken, 'overwritten sentinels').toBe(0);
+            expect(cmp.ok, cmp.summary).toBe(true);
+            op.destroy();
+            gw.destroy();
+          }
+        }
+      });
+
+      it(`${format}, ${k.name}: invariant: a token alone (m = 1) == the same token among m = 5, bit for bit`, async () => {
+        const [rows, cols] = [37, 2100]; // 66 blocks > 64 threads: the coop GEMV and the tiled kernel sum them in different orders
+        const { packed } = randomPacked(rows, cols, format, 800);
+        const x = nanPaddedX(5, cols, 0, cols, 801);
+        const gw = uploadMatrix(ctx, packed, 'w');
+        const run = async (m: number, xs: Float32Array) => {
+          const out = sentinelBuffer(ctx, m * rows);
+          const op = await createMatmul(ctx, { out: out.binding, x: upload(ctx, xs), w: gw, gemv: k.gemv, multi: k.multi, subgroups: false, invariant: true });
+          await runPass(ctx, (pass) => op.encode(pass, m));
+          op.destroy();
+          return (await out.read()).words;
+        };
+        const five = await run(5, x);
+        for (const t of [0, 3]) {
+          const alone = await run(1, x.slice(t * cols, (t + 1) * cols + 3));
+          let differ = 0;
+          for (let r = 0; r < rows; r++) if (alone[r] !== five[t * rows + r]) differ++;
+          expect(differ, `token ${t}: outputs differing alone vs among 5`).toBe(0);
+        }
+        gw.destroy();
+      });
+    }
+  }
 });

@@ -6,22 +6,16 @@
 // such as SwiftShader, where barriers, per-lane loads and shifts are what costs. For m > 1
 // (prefill, k+1 verify) matmul_tiled.wgsl on GPUs and the rows kernel over the tokens on CPU
 // adapters (the tiled kernel's barriers make it ~25x slower there per token). Every kernel
-// is core WGSL + one decoder section of matmul_decode.wgsl + one x-access section of
-// matmul_x.wgsl (vec4 loads when x is 16-byte aligned). Matrices larger than one storage
+// file includes one decoder section of matmul_decode.wgsl and one x-access section of
+// matmul_x.wgsl (vec4 loads when x is 16-byte aligned); matmul-wgsl.ts assembles them
+// (`duet kernels --dump-wgsl DIR` writes every variant). Matrices larger than one storage
 // binding are split into row chunks, each its own buffer and its own dispatch. Activations
 // are f32; offsets and strides are in f32 elements (uniforms: no 256-byte alignment needed).
 
-import decodeSrc from './matmul_decode.wgsl?raw';
-import gemvSrc from './matmul_gemv.wgsl?raw';
-import gemvRowsSrc from './matmul_gemv_rows.wgsl?raw';
-import gemvBlockSrc from './matmul_gemv_block.wgsl?raw';
-import gemvSubgroupsSrc from './matmul_gemv_subgroups.wgsl?raw';
-import gemvQ4Q8xSrc from './matmul_gemv_q4_q8x.wgsl?raw';
-import q8xSrc from './matmul_q8x.wgsl?raw';
-import xSrc from './matmul_x.wgsl?raw';
-import tiledSrc from './matmul_tiled.wgsl?raw';
-import { type GpuContext, GpuOutOfMemoryError, ceilDiv, createComputePipeline } from './gpu.ts';
+import { type GpuContext, GpuOutOfMemoryError, ceilDiv } from './gpu.ts';
 import { type PackedMatrix, type WeightFormat, rowLayout } from './matmul-layout.ts';
+import { type MatmulShader, type XAccess, matmulShaderName, matmulWgsl } from './matmul-wgsl.ts';
+import { type Buf, asBinding, bindingBytes, cachedPipeline } from './op.ts';
 
 export { GROUP_SIZE, WEIGHT_FORMATS, packedByteLength, rowLayout } from './matmul-layout.ts';
 export type { PackedMatrix, WeightFormat } from './matmul-layout.ts';
@@ -108,11 +102,6 @@ export function uploadMatrix(ctx: GpuContext, packed: PackedMatrix, label: strin
   return m;
 }
 
-/** A whole buffer, or a range of one (offset 256-byte aligned; element offsets need no alignment). */
-export type Buf = GPUBuffer | GPUBufferBinding;
-const asBinding = (b: Buf): GPUBufferBinding => ('buffer' in b ? b : { buffer: b });
-const bindingBytes = (b: GPUBufferBinding): number => b.size ?? b.buffer.size - (b.offset ?? 0);
-
 export interface MatmulArgs {
   /** f32 output, token t, row r at out[outOffset + t * outStride + r] (indices within the binding). */
   out: Buf;
@@ -145,6 +134,20 @@ export interface MatmulArgs {
    * u32 multiply (matmul_gemv_q4_q8x.wgsl). Changes numerics; m > 1 stays exact.
    */
   xQuant?: 'none' | 'q8';
+  /** out += x · Wᵀ instead of out = x · Wᵀ (the residual add folded into the matmul; matmul_out.wgsl). */
+  accumulate?: boolean;
+  /**
+   * Batch-invariant: m = 1 runs the m > 1 kernel too, so a token's output is summed in the
+   * same order whatever the number of tokens in the pass (on CPU adapters both are the rows
+   * kernel already; on GPUs the coop GEMV and the tiled kernel sum in different orders).
+   */
+  invariant?: boolean;
+  /**
+   * x holds gate | up per token, up `xGlu` floats after gate (the fused gate/up projection),
+   * and the matmul multiplies silu(gate) * up (the SwiGLU folded into the down projection's x
+   * loads; matmul_x.wgsl glu sections). xStride must cover both halves.
+   */
+  xGlu?: number;
 }
 
 export interface MatmulOp {
@@ -158,63 +161,81 @@ export interface MatmulOp {
   destroy(): void;
 }
 
-/** Byte size of the Params uniform (12 u32; mirrored by the WGSL struct). */
+/**
+ * The Params uniform of the matmul shaders (matmul_params.wgsl) for one weight chunk and m
+ * tokens; offsets and strides in f32 elements within the bindings.
+ */
+export interface MatmulParams {
+  /** Rows of this chunk. */
+  rows: number;
+  /** K, unpadded. */
+  cols: number;
+  /** u32 words per packed row (multiple of 4). */
+  rowWords: number;
+  /** Word offset of the scales inside a row (q8, q4). */
+  scaleOffset: number;
+  /** Tokens. */
+  m: number;
+  xOffset: number;
+  xStride: number;
+  /** Index of out[token 0, first row of this chunk]. */
+  outOffset: number;
+  outStride: number;
+  /** floor(cols / 32): blocks without padding. */
+  fullBlocks: number;
+  /** ceil(cols / 32). */
+  nBlocks: number;
+}
+
+/** The WGSL struct's fields in memory order, one u32 each (then one u32 of padding). */
+export const MATMUL_PARAM_FIELDS = [
+  'rows', 'cols', 'rowWords', 'scaleOffset', 'm', 'xOffset', 'xStride', 'outOffset', 'outStride', 'fullBlocks', 'nBlocks',
+] as const satisfies readonly (keyof MatmulParams)[];
+
+/** Byte size of the Params uniform (12 u32). */
 export const MATMUL_PARAMS_BYTES = 48;
 
-/** The Params uniform of one chunk, as the WGSL struct lays it out. */
-export function matmulParams(w: GpuMatrix, c: WeightChunk, m: number, xOffset: number, xStride: number, outOffset: number, outStride: number): Uint32Array<ArrayBuffer> {
-  return new Uint32Array([
-    c.rows, w.cols, w.rowWords, w.scaleWordOffset,
-    m, xOffset, xStride, outOffset + c.rowStart,
-    outStride, Math.floor(w.cols / 32), Math.ceil(w.cols / 32), 0,
-  ]);
+/** The uniform's bytes, laid out as the WGSL struct; every field must be a u32. */
+export function packMatmulParams(p: MatmulParams): ArrayBuffer {
+  const buf = new ArrayBuffer(MATMUL_PARAMS_BYTES);
+  const v = new DataView(buf);
+  MATMUL_PARAM_FIELDS.forEach((k, i) => {
+    const x = p[k];
+    if (!Number.isInteger(x) || x < 0 || x > 0xffffffff) throw new MatmulShapeError(`matmul params: ${k} = ${x} is not a u32`);
+    v.setUint32(4 * i, x, true);
+  });
+  return buf;
+}
+
+/** The Params of one chunk of w for m tokens. */
+export function chunkParams(w: GpuMatrix, c: WeightChunk, m: number, xOffset: number, xStride: number, outOffset: number, outStride: number): MatmulParams {
+  return {
+    rows: c.rows, cols: w.cols, rowWords: w.rowWords, scaleOffset: w.scaleWordOffset,
+    m, xOffset, xStride, outOffset: outOffset + c.rowStart,
+    outStride, fullBlocks: Math.floor(w.cols / 32), nBlocks: Math.ceil(w.cols / 32),
+  };
 }
 
 /** Kernel variants: `coop` GEMV (GPU-shaped), `rows` GEMV (barrier-free, for CPU adapters), `tiled` (m > 1). */
 export type MatmulKernel = 'coop' | 'rows' | 'tiled';
-
-/** Pick one `//#<tag> name` section of a multi-section WGSL file (text before the first tag is shared, and prepended unless `bare`). */
-function section(src: string, tag: string, name: string, bare = false): string {
-  const parts = src.split(new RegExp(`^//#${tag} (\\w+)\\s*$`, 'm'));
-  const i = parts.indexOf(name);
-  if (i < 1 || i % 2 !== 1) throw new MatmulShapeError(`no WGSL ${tag} section "${name}"`);
-  return bare ? parts[i + 1] : `${parts[0]}\n${parts[i + 1]}`;
-}
-
-/** The WGSL of one kernel variant for one format: kernel + x access + the format's decoder. */
-export function matmulShaderCode(kind: MatmulKernel, format: WeightFormat, opts: { subgroups?: boolean; xVec4?: boolean } = {}): string {
-  let kernel = kind === 'coop' ? gemvSrc : kind === 'rows' ? gemvRowsSrc : tiledSrc;
-  if (opts.subgroups) {
-    if (kind === 'tiled') throw new MatmulShapeError('the tiled matmul kernel has no subgroup variant');
-    const part = section(gemvSubgroupsSrc, 'part', kind).split('\n').filter((l) => !l.startsWith('//')).join('\n');
-    kernel = kind === 'coop' ? kernel.replace(/\/\/#reduce[\s\S]*\/\/#end/, part)
-      : kernel.replace(/\/\/#x\n[\s\S]*\/\/#end/, part).replace('0u/*#sglane*/', 'sgLane');
-    kernel = 'enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n' +
-      kernel.replace('/*#sgargs*/', ', @builtin(subgroup_invocation_id) sgLane: u32, @builtin(subgroup_size) sgSize: u32');
-  }
-  const block = kind === 'tiled' ? '' : `\n${gemvBlockSrc}`;
-  const scales = section(decodeSrc, 'fmt', format === 'q8' || format === 'q4' ? 'f16scales' : 'unscaled', true);
-  return `${kernel}${block}\n${section(xSrc, 'x', opts.xVec4 ? 'vec4' : 'scalar')}\n${section(decodeSrc, 'fmt', format)}\n${scales}`;
-}
 
 /** True for adapters that emulate the GPU on CPU cores, where the barrier-free GEMV wins. */
 export function isCpuAdapter(ctx: GpuContext): boolean {
   return /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(ctx.adapterName);
 }
 
-const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
+/** x access of a kernel: vec4 loads when aligned, silu(gate) · up when glu. */
+const xAccess = (vec4: boolean, glu: boolean): XAccess => (glu ? (vec4 ? 'gluvec4' : 'glu') : vec4 ? 'vec4' : 'scalar');
 
-function getPipeline(ctx: GpuContext, kind: MatmulKernel, format: WeightFormat, subgroups: boolean, xVec4: boolean, constants: Record<string, number>): Promise<GPUComputePipeline> {
-  let cache = pipelineCache.get(ctx.device);
-  if (!cache) pipelineCache.set(ctx.device, (cache = new Map()));
-  const key = `${kind}/${format}/${subgroups ? 'sg' : 'core'}/${xVec4 ? 'xv4' : 'x1'}/${JSON.stringify(constants)}`;
-  let p = cache.get(key);
-  if (!p) {
-    p = createComputePipeline(ctx, `matmul_${key}`, matmulShaderCode(kind, format, { subgroups, xVec4 }), constants);
-    cache.set(key, p);
-    p.catch(() => cache.delete(key));
-  }
-  return p;
+function getPipeline(ctx: GpuContext, kind: MatmulKernel, format: WeightFormat, subgroups: boolean, xVec4: boolean, constants: Record<string, number>, xGlu = false): Promise<GPUComputePipeline> {
+  if (subgroups && kind === 'tiled') throw new MatmulShapeError('the tiled matmul kernel has no subgroup variant');
+  const x = xAccess(xVec4, xGlu);
+  return shaderPipeline(ctx, { kernel: kind, format, x, subgroups }, constants);
+}
+
+/** One variant's pipeline for these overrides (compiled once per device). */
+function shaderPipeline(ctx: GpuContext, s: MatmulShader, constants: Record<string, number>): Promise<GPUComputePipeline> {
+  return cachedPipeline(ctx, matmulShaderName(s), matmulWgsl(s), constants);
 }
 
 /**
@@ -252,7 +273,10 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
   const outStride = args.outStride ?? w.rows;
   const xStride = args.xStride ?? w.cols;
   const xQuant = args.xQuant ?? 'none';
+  const accumulate = args.accumulate ?? false;
+  const xGlu = args.xGlu;
   if (xQuant === 'q8') {
+    if (accumulate || args.invariant) throw new MatmulShapeError(`createMatmul: xQuant 'q8' has no accumulate/invariant form; drop one of the options`);
     if (w.format !== 'q4') throw new MatmulShapeError(`createMatmul: xQuant 'q8' is for q4 weights, not ${w.format}; drop the option`);
   }
   const gemvKind = args.gemv ?? (isCpuAdapter(ctx) ? 'rows' : 'coop');
@@ -284,14 +308,18 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
     throw new MatmulShapeError(`createMatmul(${w.chunks[0].buffer.label}): x (${xBytes} B) or out (${outBytes} B) cannot hold one token at the given offsets (x needs ${4 * (xOffset + w.cols)} B, out ${4 * (outOffset + w.rows)} B)`);
   }
   // x as array<vec4<f32>> when every quad the kernel reads is 16-byte aligned (m = 1 reads only token 0).
-  const xAligned = xOffset % 4 === 0 && xBytes % 16 === 0 && (x.offset ?? 0) % 16 === 0;
-  const gemvConstants: Record<string, number> = gemvKind === 'rows' ? { WG: wg } : { WG: wg, ROWS: rowsPerGroup };
+  const xAligned = xOffset % 4 === 0 && xBytes % 16 === 0 && (x.offset ?? 0) % 16 === 0 && (xGlu ?? 0) % 4 === 0;
+  if (xGlu !== undefined && (!Number.isInteger(xGlu) || xGlu < w.cols || xStride < xGlu + w.cols || xQuant === 'q8')) {
+    throw new MatmulShapeError(`createMatmul: xGlu ${xGlu} needs up at or after the gate's ${w.cols} columns, xStride ≥ xGlu + cols (${xStride}), and no xQuant`);
+  }
+  const acc: Record<string, number> = { ...(accumulate ? { ACCUMULATE: 1 } : {}), ...(xGlu !== undefined ? { XUP: xGlu } : {}) };
+  const gemvConstants: Record<string, number> = gemvKind === 'rows' ? { WG: wg, ...acc } : { WG: wg, ROWS: rowsPerGroup, ...acc };
   const rowsWg = gemvKind === 'rows' ? wg : 16;
   const [gemv, multi] = await Promise.all([
-    getPipeline(ctx, gemvKind, w.format, subgroups, xAligned, gemvConstants),
+    getPipeline(ctx, gemvKind, w.format, subgroups, xAligned, gemvConstants, xGlu !== undefined),
     multiKind === 'rows'
-      ? getPipeline(ctx, 'rows', w.format, rowsSubgroups, xAligned && xStride % 4 === 0, { WG: rowsWg })
-      : getPipeline(ctx, 'tiled', w.format, false, xAligned && xStride % 4 === 0, {}),
+      ? getPipeline(ctx, 'rows', w.format, rowsSubgroups, xAligned && xStride % 4 === 0, { WG: rowsWg, ...acc }, xGlu !== undefined)
+      : getPipeline(ctx, 'tiled', w.format, false, xAligned && xStride % 4 === 0, acc, xGlu !== undefined),
   ]);
   const q8x = xQuant === 'q8' ? await q8xPipelines(ctx, wg) : null;
   const xq = q8x && ctx.device.createBuffer({ label: `${w.chunks[0].buffer.label}.xq`, size: 80 * Math.ceil(w.cols / 32), usage: GPUBufferUsage.STORAGE });
@@ -316,12 +344,13 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
     };
   });
   let lastM = -1;
+  const gemvForM1 = !args.invariant;
   return {
     maxM,
     encode(pass, m) {
       if (!Number.isInteger(m) || m < 1 || m > maxM) throw new MatmulShapeError(`matmul: m = ${m} tokens; the bound x/out buffers hold 1..${maxM}`);
       if (m !== lastM) {
-        for (const c of chunks) ctx.device.queue.writeBuffer(c.uniform, 0, matmulParams(w, c.chunk, m, xOffset, xStride, outOffset, outStride));
+        for (const c of chunks) ctx.device.queue.writeBuffer(c.uniform, 0, packMatmulParams(chunkParams(w, c.chunk, m, xOffset, xStride, outOffset, outStride)));
         lastM = m;
       }
       if (m === 1 && q8x) {
@@ -331,11 +360,12 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
         pass.dispatchWorkgroups(ceilDiv(Math.ceil(w.cols / 32), 64));
       }
       for (const c of chunks) {
-        if (m === 1 || multiKind === 'rows') {
+        const gemvForm = m === 1 && gemvForM1;
+        if (gemvForm || multiKind === 'rows') {
           // GEMV-shaped grid: one workgroup per row group, the kernel walks the m tokens.
-          const n = ceilDiv(c.chunk.rows, m === 1 ? gemvRowsPerGroup : 16 * rowsWg);
-          pass.setPipeline(m > 1 ? multi : q8x ? q8x.gemv : gemv);
-          pass.setBindGroup(0, m > 1 ? c.multiGroup : c.gemvGroup);
+          const n = ceilDiv(c.chunk.rows, gemvForm ? gemvRowsPerGroup : 16 * rowsWg);
+          pass.setPipeline(!gemvForm ? multi : q8x ? q8x.gemv : gemv);
+          pass.setBindGroup(0, !gemvForm ? c.multiGroup : c.gemvGroup);
           pass.dispatchWorkgroups(Math.min(n, 65535), ceilDiv(n, 65535));
         } else {
           pass.setPipeline(multi);
@@ -353,17 +383,6 @@ export async function createMatmul(ctx: GpuContext, args: MatmulArgs): Promise<M
 
 /** The two pipelines of the q4 × q8-activation GEMV (activation pre-pass, GEMV). */
 async function q8xPipelines(ctx: GpuContext, wg: number): Promise<{ quant: GPUComputePipeline; gemv: GPUComputePipeline }> {
-  let cache = pipelineCache.get(ctx.device);
-  if (!cache) pipelineCache.set(ctx.device, (cache = new Map()));
-  const get = (key: string, code: string, constants: Record<string, number>) => {
-    let p = cache.get(key);
-    if (!p) {
-      p = createComputePipeline(ctx, key, code, constants);
-      cache.set(key, p);
-      p.catch(() => cache.delete(key));
-    }
-    return p;
-  };
-  const [quant, gemv] = await Promise.all([get('matmul_q8x', q8xSrc, { WG: 64 }), get(`matmul_gemv_q4_q8x/${wg}`, gemvQ4Q8xSrc, { WG: wg })]);
+  const [quant, gemv] = await Promise.all([shaderPipeline(ctx, { kernel: 'q8x' }, { WG: 64 }), shaderPipeline(ctx, { kernel: 'gemv_q4_q8x' }, { WG: wg })]);
   return { quant, gemv };
 }

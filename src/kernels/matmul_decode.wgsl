@@ -1,7 +1,7 @@
 // Weight decoders of the matmul kernels, one section per format (src/engine/quantize.ts has
-// the packed layout). The host appends one format's `//#fmt` section, then `f16scales` (q8, q4)
-// or `unscaled` (f32, f16, bf16), to matmul_gemv.wgsl / matmul_gemv_rows.wgsl /
-// matmul_tiled.wgsl (matmulShaderCode); the kernels bind the weight chunk as
+// the packed layout). matmul_gemv.wgsl / matmul_gemv_rows.wgsl / matmul_tiled.wgsl include
+// `matmul_decode.wgsl:{format}`; each format section includes `types` and then `f16scales`
+// (q8, q4) or `unscaled` (f32, f16, bf16). The kernels bind the weight chunk as
 // `w: array<vec4<u32>>` and the uniform as `p` (scaleOffset in u32 words, a multiple of 4).
 //
 // load_block(row4, b): the 32 weights of block b (columns 32b..32b+31) of the row whose
@@ -25,6 +25,7 @@
 // load_scales2(row4, s4, c): the scales of blocks 2i and 2i+1 (one u32 of two halves), where the
 // caller computes s4 = scaleOffset/4 + i/4 and c = i % 4 once for all its rows.
 
+//#section types
 struct Block {
   v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
   v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>,
@@ -36,7 +37,9 @@ struct Pair {
   hi: vec4<f32>,
 }
 
-//#fmt f32
+//#section f32
+//#include matmul_decode.wgsl:types
+//#include matmul_decode.wgsl:unscaled
 fn load_pair(row4: u32, b: u32, j: u32) -> Pair {
   let i = row4 + 8u * b + 2u * j;
   return Pair(bitcast<vec4<f32>>(w[i]), bitcast<vec4<f32>>(w[i + 1u]));
@@ -48,7 +51,9 @@ fn load_block(row4: u32, b: u32) -> Block {
                bitcast<vec4<f32>>(w[i + 6u]), bitcast<vec4<f32>>(w[i + 7u]), 1.0);
 }
 
-//#fmt f16
+//#section f16
+//#include matmul_decode.wgsl:types
+//#include matmul_decode.wgsl:unscaled
 fn h4(a: u32, b: u32) -> vec4<f32> {
   return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
 }
@@ -63,7 +68,9 @@ fn load_block(row4: u32, b: u32) -> Block {
                h4(q2.x, q2.y), h4(q2.z, q2.w), h4(q3.x, q3.y), h4(q3.z, q3.w), 1.0);
 }
 
-//#fmt bf16
+//#section bf16
+//#include matmul_decode.wgsl:types
+//#include matmul_decode.wgsl:unscaled
 // bf16 is the top half of an f32: the low half-word is the even column (moved up by a
 // multiply, not a shift: see the note on shifts above).
 fn b4(a: u32, b: u32) -> vec4<f32> {
@@ -80,7 +87,9 @@ fn load_block(row4: u32, b: u32) -> Block {
                b4(q2.x, q2.y), b4(q2.z, q2.w), b4(q3.x, q3.y), b4(q3.z, q3.w), 1.0);
 }
 
-//#fmt q8
+//#section q8
+//#include matmul_decode.wgsl:types
+//#include matmul_decode.wgsl:f16scales
 // Four int8 in one word, byte n = column 4j+n; sign-extended by shifting up then down.
 fn i8x4(a: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(a) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
@@ -113,7 +122,9 @@ fn load_quads(row4: u32, b: u32) -> Block {
                u8x4raw(q1.x), u8x4raw(q1.y), u8x4raw(q1.z), u8x4raw(q1.w), 1.0);
 }
 
-//#fmt q4
+//#section q4
+//#include matmul_decode.wgsl:types
+//#include matmul_decode.wgsl:f16scales
 // Eight u4 in one word, nibble n = column 8j+n, stored with a +8 offset.
 const NIB_LO = vec4<u32>(0u, 4u, 8u, 12u);
 const NIB_HI = vec4<u32>(16u, 20u, 24u, 28u);
@@ -146,8 +157,8 @@ fn load_quads(row4: u32, b: u32) -> Block {
                nib4(q.z, N_LO), nib4(q.z, N_HI), nib4(q.w, N_LO), nib4(q.w, N_HI), 1.0);
 }
 
-//#fmt f16scales
-// Appended after the q8 / q4 section (matmulShaderCode): their f16 block scales.
+//#section f16scales
+// Included by the q8 / q4 sections: their f16 block scales.
 // f16 → f32 by rebiasing the exponent (normal halves) or scaling the mantissa (subnormals);
 // no shifts (cheaper than unpack2x16float on CPU backends). Scales are never inf/NaN (packer: finite input).
 fn half_to_f32(h: u32) -> f32 {
@@ -170,9 +181,8 @@ fn load_block_raw(row4: u32, b: u32) -> Block {
   return k;
 }
 
-//#fmt unscaled
-// Appended after the f32 / f16 / bf16 section (matmulShaderCode): their raw form is the exact
-// value, no block scales.
+//#section unscaled
+// Included by the f32 / f16 / bf16 sections: their raw form is the exact value, no block scales.
 const XSCALE_LO = vec4<f32>(1.0);
 const XSCALE_HI = vec4<f32>(1.0);
 const QOFF_LO = vec4<f32>(0.0);

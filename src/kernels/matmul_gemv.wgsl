@@ -1,6 +1,7 @@
 // Decode matmul (GEMV, one token): out[outOffset + r] = sum_k x[xOffset + k] * W[r, k]
-// for the rows r of one weight chunk. W is packed (src/engine/quantize.ts); the host
-// appends the format's `load_block` from matmul_decode.wgsl.
+// for the rows r of one weight chunk. W is packed (src/engine/quantize.ts); the format's
+// decoder comes from matmul_decode.wgsl. The include lines are expanded by matmul-wgsl.ts
+// ({x}, {format}, {sg}: the variant); `duet kernels --dump-wgsl DIR` writes the results.
 //
 // Thread-to-data: a workgroup of WG threads owns ROWS consecutive rows. Thread t takes the
 // 32-column blocks t, t+WG, t+2WG, ... ; for each of its blocks it loads that x slice into
@@ -9,39 +10,31 @@
 // on a CPU (SwiftShader) the x load is amortized over ROWS rows. One barrier, then thread
 // r < ROWS adds the WG partials of row r and writes it.
 // Dispatch: ceil(rows / ROWS) workgroups as (min(n, 65535), ceil(n / 65535)).
-// Host constants: Params mirrors matmulParams() in matmul.ts; WG and ROWS are overrides
-// (ROWS ≤ WG).
+// Host constants: Params (matmul_params.wgsl); WG and ROWS are overrides (ROWS ≤ WG).
 
-struct Params {
-  rows: u32,        // rows of this chunk
-  cols: u32,        // K, unpadded
-  rowWords: u32,    // u32 words per packed row (multiple of 4)
-  scaleOffset: u32, // word offset of the scales inside a row (q8, q4)
-  m: u32,           // tokens
-  xOffset: u32,     // f32 index of x[0, 0]
-  xStride: u32,     // f32 between tokens of x
-  outOffset: u32,   // f32 index of out[0, first row of this chunk]
-  outStride: u32,   // f32 between tokens of out
-  fullBlocks: u32,  // floor(cols / 32): blocks without padding
-  nBlocks: u32,     // ceil(cols / 32)
-  _pad: u32,
-}
+//#include matmul_gemv_subgroups.wgsl:enable.{sg}
+//#include matmul_params.wgsl
+//#include matmul_x.wgsl:{x}
+//#include matmul_decode.wgsl:{format}
+//#include matmul_gemv_block.wgsl
+//#include matmul_out.wgsl
+//#include matmul_gemv_subgroups.wgsl:coop.{sg}
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-// binding 2, x, and fn x4: matmul_x.wgsl
+// binding 2, x, and fn x4 / xbase / xquad: matmul_x.wgsl
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 override WG: u32 = 64;
 override ROWS: u32 = 16;
 var<workgroup> partial: array<f32, ROWS * WG>; // [row][thread]
 
-// XBlock, load_x, prep_x, dotb: matmul_gemv_block.wgsl (appended by the host)
+// XBlock, load_x, prep_x, dotb: matmul_gemv_block.wgsl. CoopIn (the entry point's builtins)
+// and reduce_rows (the tail after the barrier): matmul_gemv_subgroups.wgsl, core or subgroups.
 
 @compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(num_workgroups) nwg: vec3<u32>/*#sgargs*/) {
-  let row0 = (wid.x + wid.y * nwg.x) * ROWS;
+fn main(inv: CoopIn) {
+  let lid = inv.lid;
+  let row0 = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS;
   let last = p.rows - 1u;
   let rw4 = p.rowWords / 4u;
   for (var r = 0u; r < ROWS; r++) {
@@ -55,13 +48,5 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
   }
   workgroupBarrier();
-  //#reduce
-  if (lid < ROWS && row0 + lid < p.rows) {
-    var s = 0.0;
-    for (var i = 0u; i < WG; i++) {
-      s += partial[lid * WG + i];
-    }
-    out[p.outOffset + row0 + lid] = s;
-  }
-  //#end
+  reduce_rows(inv, row0);
 }

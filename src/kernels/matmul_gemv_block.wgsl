@@ -1,8 +1,8 @@
 // Per-block helpers shared by the two decode GEMVs (matmul_gemv.wgsl, matmul_gemv_rows.wgsl):
 // one 32-column x slice as eight vec4s (XBlock), masked past `cols`, pre-scaled by the format's
 // XSCALE_LO/HI with dot(QOFF, x) (XPrep), and the dot of a raw weight Block with it (dotq,
-// unscaled; dotb, times the block scale). The host appends this file after the kernel; it uses
-// the kernel's `p` (Params: cols, fullBlocks), matmul_x.wgsl's x4, and matmul_decode.wgsl's
+// unscaled; dotb, times the block scale). Both GEMVs include this file; it uses `p` (Params:
+// cols, fullBlocks), matmul_x.wgsl's xbase / xquad, and matmul_decode.wgsl's
 // Block / XSCALE_LO / XSCALE_HI / QOFF_LO / QOFF_HI.
 struct XBlock {
   v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,

@@ -11,15 +11,8 @@
 // 4-rows-per-thread variant of it measured 0-20% faster, within the noise of the shared
 // 2-core host. A loads-only version ran 3-4x faster: on SwiftShader this GEMV is bound by
 // per-weight work (and register pressure: a vec4 per invocation is 4 SIMD registers), not memory.
-// Host constants: Params mirrors matmulParams() in matmul.ts; WG is an override.
-
-struct Params {
-  rows: u32, cols: u32, rowWords: u32, scaleOffset: u32,
-  m: u32, xOffset: u32, xStride: u32, outOffset: u32,
-  outStride: u32, fullBlocks: u32, nBlocks: u32, _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Host constants: Params (matmul_params.wgsl); WG is an override.
+//#include matmul_params.wgsl
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> xq: array<vec4<u32>>;

@@ -1,7 +1,7 @@
 // Matmul for CPU-emulated adapters (SwiftShader), barrier-free; for m tokens one after another:
 // out[outOffset + t·outStride + r] = sum_k x[xOffset + t·xStride + k] * W[r, k] for the rows r
 // of one weight chunk. Used for every m on such adapters (decode, prefill, verify).
-// The host appends matmul_gemv_block.wgsl, matmul_x.wgsl and the format's decoder from
+// It includes matmul_gemv_block.wgsl, matmul_x.wgsl and the format's decoder from
 // matmul_decode.wgsl (load_pair, load_scales2, XSCALE_LO/HI, QOFF_LO/HI).
 //
 // Thread-to-data: thread g owns rows 16g .. 16g+15 and walks the 32-column blocks two at a
@@ -17,33 +17,25 @@
 // Dispatch: ceil(rows / (16·WG)) workgroups as (min(n, 65535), ceil(n / 65535)). Every thread
 // runs to the end (subgroupBroadcast wants all lanes): rows past the end read the last row
 // (valid memory) and are never written.
-// Host constants: Params mirrors matmulParams() in matmul.ts; WG is an override. With
-// subgroups the host splices in the builtins (/*#sg...*/ markers) and the x part.
+// Host constants: Params (matmul_params.wgsl); WG is an override. The include lines are
+// expanded by matmul-wgsl.ts ({x}, {format}, {sg}: the variant).
+//#include matmul_gemv_subgroups.wgsl:enable.{sg}
+//#include matmul_params.wgsl
+//#include matmul_x.wgsl:{x}
+//#include matmul_decode.wgsl:{format}
+//#include matmul_gemv_block.wgsl
+//#include matmul_out.wgsl
+//#include matmul_gemv_subgroups.wgsl:rows.{sg}
 
-struct Params {
-  rows: u32, cols: u32, rowWords: u32, scaleOffset: u32,
-  m: u32, xOffset: u32, xStride: u32, outOffset: u32,
-  outStride: u32, fullBlocks: u32, nBlocks: u32, _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-// binding 2, x, and fn x4: matmul_x.wgsl
+// binding 2, x, and fn x4 / xbase / xquad: matmul_x.wgsl
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 override WG: u32 = 16;
 
-// XBlock, XPrep, load_x, xquadm, prep_x: matmul_gemv_block.wgsl (appended by the host)
-
-// x slice of block b of the token whose x starts at f32 index xo, pre-scaled. The subgroup
-// variant (matmul_gemv_subgroups.wgsl, part rows) replaces the lines from //#x to //#end:
-// there lane `sg` of a 4-lane subgroup loads two of the eight quads and the group broadcasts
-// them.
-fn xslice(xo: u32, b: u32, sg: u32) -> XPrep {
-//#x
-  return prep_x(load_x(xo, b));
-//#end
-}
+// XBlock, XPrep, load_x, xquadm, prep_x: matmul_gemv_block.wgsl. RowsIn (the entry point's
+// builtins), sg_lane and xslice(xo, b, sg) (the pre-scaled x slice of block b of the token
+// whose x starts at f32 index xo): matmul_gemv_subgroups.wgsl, core or subgroups.
 
 // Raw dot of word pair j (columns 8j..8j+7) of block b with x, for the four rows of r.
 fn pdot4(r: vec4<u32>, b: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>) -> vec4<f32> {
@@ -81,9 +73,9 @@ fn scales4(r: vec4<u32>, s4: u32, c: u32) -> Scales4 {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>/*#sgargs*/) {
-  let sg = 0u/*#sglane*/;
-  let row0 = 16u * (gid.x + gid.y * nwg.x * WG);
+fn main(inv: RowsIn) {
+  let sg = sg_lane(inv);
+  let row0 = 16u * (inv.gid.x + inv.gid.y * inv.nwg.x * WG);
   let last = p.rows - 1u;
   let rw4 = p.rowWords / 4u;
   let lane = vec4<u32>(0u, 1u, 2u, 3u);
@@ -122,20 +114,20 @@ fn write16(o: u32, row0: u32, acc: Rows16) {
     return;
   }
   let n = p.rows - row0;
-  out[o] = acc.g0.x;
-  if (n > 1u) { out[o + 1u] = acc.g0.y; }
-  if (n > 2u) { out[o + 2u] = acc.g0.z; }
-  if (n > 3u) { out[o + 3u] = acc.g0.w; }
-  if (n > 4u) { out[o + 4u] = acc.g1.x; }
-  if (n > 5u) { out[o + 5u] = acc.g1.y; }
-  if (n > 6u) { out[o + 6u] = acc.g1.z; }
-  if (n > 7u) { out[o + 7u] = acc.g1.w; }
-  if (n > 8u) { out[o + 8u] = acc.g2.x; }
-  if (n > 9u) { out[o + 9u] = acc.g2.y; }
-  if (n > 10u) { out[o + 10u] = acc.g2.z; }
-  if (n > 11u) { out[o + 11u] = acc.g2.w; }
-  if (n > 12u) { out[o + 12u] = acc.g3.x; }
-  if (n > 13u) { out[o + 13u] = acc.g3.y; }
-  if (n > 14u) { out[o + 14u] = acc.g3.z; }
-  if (n > 15u) { out[o + 15u] = acc.g3.w; }
+  emit(o, acc.g0.x);
+  if (n > 1u) { emit(o + 1u, acc.g0.y); }
+  if (n > 2u) { emit(o + 2u, acc.g0.z); }
+  if (n > 3u) { emit(o + 3u, acc.g0.w); }
+  if (n > 4u) { emit(o + 4u, acc.g1.x); }
+  if (n > 5u) { emit(o + 5u, acc.g1.y); }
+  if (n > 6u) { emit(o + 6u, acc.g1.z); }
+  if (n > 7u) { emit(o + 7u, acc.g1.w); }
+  if (n > 8u) { emit(o + 8u, acc.g2.x); }
+  if (n > 9u) { emit(o + 9u, acc.g2.y); }
+  if (n > 10u) { emit(o + 10u, acc.g2.z); }
+  if (n > 11u) { emit(o + 11u, acc.g2.w); }
+  if (n > 12u) { emit(o + 12u, acc.g3.x); }
+  if (n > 13u) { emit(o + 13u, acc.g3.y); }
+  if (n > 14u) { emit(o + 14u, acc.g3.z); }
+  if (n > 15u) { emit(o + 15u, acc.g3.w); }
 }

@@ -5,15 +5,8 @@
 // even), and writes xq[5b + j] (j = 0..3), lane n = q[8j+n+4] + q[8j+n]·2^16 as u32 (the
 // pair layout the SWAR GEMV multiplies with), xq[5b+4] = (bits(d), 8·Σq, 0, 0).
 // quantizeActivationQ8 in matmul.ts is its CPU mirror.
-// Dispatch ceil(nBlocks / WG) workgroups. Params mirrors matmulParams() in matmul.ts.
-
-struct Params {
-  rows: u32, cols: u32, rowWords: u32, scaleOffset: u32,
-  m: u32, xOffset: u32, xStride: u32, outOffset: u32,
-  outStride: u32, fullBlocks: u32, nBlocks: u32, _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Dispatch ceil(nBlocks / WG) workgroups.
+//#include matmul_params.wgsl
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> xq: array<vec4<u32>>;
 

@@ -1,21 +1,19 @@
 // Matmul for m > 1 tokens (prefill, k+1 verify): out[t * outStride + outOffset + r] =
 // sum_k x[xOffset + t * xStride + k] * W[r, k] for tokens t < m and rows r of one chunk.
-// W is packed (src/engine/quantize.ts); the host appends the format's `load_block`.
+// W is packed (src/engine/quantize.ts); load_block is the format's decoder (matmul_decode.wgsl).
 //
 // Thread-to-data: a workgroup of 64 threads owns a tile of 64 rows × 8 tokens; thread i owns
 // row (64 * wid.x + i) and keeps 8 token accumulators. Per 32-column block, the workgroup
 // stages the 8 tokens' x slices in workgroup memory (one vec4 per thread), then each thread
 // dequantizes its row's block once into registers and uses it for all 8 tokens, so weights
 // are read ceil(m / 8) times in all. Dispatch: (ceil(rows / 64), ceil(m / 8)).
-// Host constants: Params mirrors matmulParams() in matmul.ts (same struct as the GEMV).
+// Host constants: Params (matmul_params.wgsl, the GEMVs' struct). The include lines are
+// expanded by matmul-wgsl.ts ({x}, {format}: the variant).
+//#include matmul_params.wgsl
+//#include matmul_x.wgsl:{x}
+//#include matmul_decode.wgsl:{format}
+//#include matmul_out.wgsl
 
-struct Params {
-  rows: u32, cols: u32, rowWords: u32, scaleOffset: u32,
-  m: u32, xOffset: u32, xStride: u32, outOffset: u32,
-  outStride: u32, fullBlocks: u32, nBlocks: u32, _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 // binding 2, x, and fn x4: matmul_x.wgsl
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
@@ -60,7 +58,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   if (row < p.rows) {
     for (var t = 0u; t < TM; t++) {
       if (t0 + t < p.m) {
-        out[p.outOffset + (t0 + t) * p.outStride + row] = select(hi[t & 3u], lo[t & 3u], t < 4u);
+        emit(p.outOffset + (t0 + t) * p.outStride + row, select(hi[t & 3u], lo[t & 3u], t < 4u));
       }
     }
   }

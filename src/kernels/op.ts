@@ -1,6 +1,6 @@
-// Plumbing shared by the host wrappers of the non-matmul kernels: a pipeline cache keyed by
-// device + kernel variant, per-call-site uniform buffers, and 1-D dispatch sizing that stays
-// under maxComputeWorkgroupsPerDimension by folding into y.
+// Plumbing shared by the host wrappers of the kernels: a pipeline cache keyed by device +
+// kernel variant, buffer bindings, per-call-site uniform buffers, and 1-D dispatch sizing that
+// stays under maxComputeWorkgroupsPerDimension by folding into y.
 
 import { type GpuContext, ceilDiv, createComputePipeline } from './gpu.ts';
 
@@ -31,10 +31,14 @@ export function uniformBuffer(ctx: GpuContext, byteLength: number, label: string
   return ctx.device.createBuffer({ label, size: byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
 }
 
-/** A whole buffer, or a range of one (tests bind sentinel-padded ranges). */
+/**
+ * A whole buffer, or a range of one (offset 256-byte aligned; element offsets in the uniforms
+ * need no alignment; tests bind sentinel-padded ranges).
+ */
 export type Buf = GPUBuffer | GPUBufferBinding;
 
-const asBinding = (b: Buf): GPUBufferBinding => ('buffer' in b ? b : { buffer: b });
+/** A Buf as a binding resource. */
+export const asBinding = (b: Buf): GPUBufferBinding => ('buffer' in b ? b : { buffer: b });
 
 /** Byte length a Buf binds. */
 export function bindingBytes(b: Buf): number {

@@ -4,8 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GpuContext, requestDevice } from './gpu.ts';
 import { RMSNORM_PARAMS_BYTES, createRmsnorm, packRmsnormParams } from './rmsnorm.ts';
 import source from './rmsnorm.wgsl?raw';
-import { compare, randomF32 } from './testing.ts';
-import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+import { compare, randomF32, runPass, sentinelBuffer, upload, wgslStructBytes } from './testing.ts';
 
 /** o = x / rms(x) * w for one row, in f64. */
 function rmsnorm(o: Float32Array, x: Float32Array, w: Float32Array, n: number, eps: number, xOff: number, oOff: number): void {

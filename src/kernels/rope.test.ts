@@ -6,8 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GpuContext, requestDevice } from './gpu.ts';
 import { ROPE_PARAMS_BYTES, createRope, packRopeParams, ropeTable } from './rope.ts';
 import source from './rope.wgsl?raw';
-import { compare, randomF32 } from './testing.ts';
-import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+import { compare, randomF32, runPass, sentinelBuffer, upload, wgslStructBytes } from './testing.ts';
 
 function rope(v: Float32Array, off: number, nHeads: number, headDim: number, pos: number, invFreq: Float32Array): void {
   const half = headDim / 2;

@@ -3,8 +3,7 @@
 // negative rows and the 128256-token vocabulary; sentinels after the output.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GpuContext, requestDevice } from './gpu.ts';
-import { randomF32 } from './testing.ts';
-import { runPass, sentinelBuffer, upload, wgslStructBytes } from './testkit.ts';
+import { randomF32, runPass, sentinelBuffer, upload, wgslStructBytes } from './testing.ts';
 import { MAX_TOPK, TOPK_PARAMS_BYTES, createTopk, decodeTopk, packTopkParams } from './topk.ts';
 import source from './topk.wgsl?raw';
 

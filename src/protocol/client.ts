@@ -4,10 +4,12 @@
 // it reconnects with backoff — to the same URL or whatever `url()` returns now — reopens the
 // session with `resume`, and repeats the request in flight: no token is lost or duplicated.
 // Errors reach the caller as ProtocolError with a code (see errors.ts). `rttMs` injects
-// network latency, half on the way out and half on the way back.
+// network latency, half on the way out and half on the way back, through the engine's
+// DelayLine (the same mechanism as the in-process DelayedLink).
 
 import type { SamplingParams, SparseDist } from '../engine/sampling.ts';
 import type { TargetLink, Verdict } from '../engine/target-link.ts';
+import { DelayLine } from '../engine/latency.ts';
 import { decodeServerFrame, encodeJson, encodeVerify } from './codec.ts';
 import { ProtocolError, type ErrorCode } from './errors.ts';
 import { PROTOCOL_VERSION, type ClientMessage, type GatewayInfo, type Mode, type ServerMessage, type VerifyMsg } from './messages.ts';
@@ -96,9 +98,8 @@ export class RemoteTarget implements TargetLink {
   private ws: WebSocketLike | null = null;
   private gateway: GatewayInfo | null = null;
   private waiter: Waiter | null = null;
-  private inbox: Promise<void> = Promise.resolve();
+  private readonly line: DelayLine;
   private factory: WebSocketFactory | null;
-  private readonly delay: (ms: number) => Promise<void>;
   private prompt: number[] | null = null;
   private sampling: SamplingParams | null = null;
   /** Tokens generated after the prompt; the last one the target has not run yet. */
@@ -108,13 +109,15 @@ export class RemoteTarget implements TargetLink {
   private seq = 0;
   private passes = 0;
   private closedByUser = false;
+  /** The gateway ended our session on its own (`closed` we did not ask for: its idle timeout). */
+  private expiredByGateway = false;
   private fatal: ProtocolError | null = null;
   /** Times the client reconnected and resumed. */
   reconnects = 0;
 
   constructor(private readonly opts: RemoteTargetOptions) {
     this.factory = opts.createWebSocket ?? null;
-    this.delay = opts.delay ?? sleep;
+    this.line = new DelayLine(opts.rttMs ?? 0, { now, sleep: opts.delay ?? sleep });
   }
 
   /** Connect and say hello; resolves with the gateway's info. Called lazily by open() too. */
@@ -153,7 +156,7 @@ export class RemoteTarget implements TargetLink {
       await this.request(encodeVerify(msg), (m) => m.type === 'verdict' && m.session === this.session && m.seq === seq, (m) => {
         if (m.type !== 'verdict') return false;
         if (m.accepted > draft.length) throw new ProtocolError('BAD_FIELD', `gateway accepted ${m.accepted} of ${draft.length} draft tokens`);
-        verdict = { accepted: m.accepted, token: m.token, verifyMs: m.verifyMs };
+        verdict = { accepted: m.accepted, token: m.token, verifyMs: m.verifyMs, queueMs: m.queueMs, batch: m.batch };
         return true;
       });
       const v = verdict as unknown as Verdict;
@@ -240,7 +243,10 @@ export class RemoteTarget implements TargetLink {
         return await op();
       } catch (e) {
         if (e instanceof ProtocolError && e.code === 'VERIFIER_FAILED') this.sessionOpen = false; // the gateway ended the session; the next call reopens it
-        const retriable = e instanceof Disconnected || (e instanceof ProtocolError && e.code === 'SHUTTING_DOWN');
+        // a request that crossed the gateway's idle-expiry `closed` on the wire: reopen and retry
+        const expired = e instanceof ProtocolError && e.code === 'UNKNOWN_SESSION' && this.expiredByGateway;
+        this.expiredByGateway = false;
+        const retriable = expired || e instanceof Disconnected || (e instanceof ProtocolError && e.code === 'SHUTTING_DOWN');
         if (!retriable || this.closedByUser || this.fatal) throw this.fatal ?? this.surface(e);
         this.sessionOpen = false;
         if (failures >= attempts) {
@@ -310,7 +316,9 @@ export class RemoteTarget implements TargetLink {
             if (r) {
               this.fatal = r;
               reject(r);
-            } else reject(new Disconnected(`cannot connect to ${stripToken(url)} (${ev.code})`));
+            } else reject(new Disconnected(refusedStatus === 503
+              ? `the gateway at ${stripToken(url)} is full or draining (HTTP 503)`
+              : `cannot connect to ${stripToken(url)} (${refusedStatus ?? ev.code})`));
           });
         }
       };
@@ -325,8 +333,7 @@ export class RemoteTarget implements TargetLink {
 
   /** Send one frame and feed matching answers to onMessage until it returns true. */
   private async request(frame: string | Uint8Array, match: Waiter['match'], onMessage: Waiter['onMessage'], endsOnClose = false): Promise<void> {
-    const half = (this.opts.rttMs ?? 0) / 2;
-    if (half > 0) await this.delay(half);
+    await this.line.send();
     const ws = this.ws;
     if (!ws || ws.readyState !== OPEN) throw new Disconnected('not connected');
     if (this.waiter) throw new ProtocolError('BUSY', 'a request is already in flight on this RemoteTarget; await it first');
@@ -364,14 +371,7 @@ export class RemoteTarget implements TargetLink {
 
   /** Incoming frames, delayed by half the injected RTT each, in arrival order. */
   private arrive(ws: WebSocketLike, data: unknown): void {
-    const half = (this.opts.rttMs ?? 0) / 2;
-    if (half <= 0) return this.dispatch(ws, data);
-    const due = now() + half;
-    this.inbox = this.inbox.then(async () => {
-      const wait = due - now();
-      if (wait > 0) await this.delay(wait);
-      this.dispatch(ws, data);
-    });
+    this.line.receive(() => this.dispatch(ws, data));
   }
 
   private dispatch(ws: WebSocketLike, data: unknown): void {
@@ -392,6 +392,12 @@ export class RemoteTarget implements TargetLink {
       return;
     }
     const w = this.waiter;
+    if (m.type === 'closed' && m.session === this.session && this.sessionOpen && !(w && w.match(m))) {
+      // the gateway expired our idle session: the next request reopens it with the transcript
+      this.sessionOpen = false;
+      this.expiredByGateway = true;
+      return;
+    }
     if (!w || !w.match(m)) return; // pong, or a stale answer from before a resume
     try {
       if (w.onMessage(m)) w.resolve();
@@ -408,6 +414,7 @@ function stripToken(url: string): string {
 function refusalError(status: number, url: string): ProtocolError | null {
   if (status === 401) return new ProtocolError('UNAUTHORIZED', `the gateway at ${stripToken(url)} refused the token; pass the gateway's --token secret`, true);
   if (status === 403) return new ProtocolError('ORIGIN_REFUSED', `the gateway at ${stripToken(url)} refused this page's origin; add it with --allow-origin`, true);
+  // 503 (full, or draining) is not final: the caller retries with backoff and reports CONNECTION_LOST when out of attempts
   return null;
 }
 

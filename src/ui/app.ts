@@ -1,28 +1,23 @@
-// The UI's actions: start the engine worker, load the draft, connect to the gateway, run
-// and stop generations. Views call these; results land in state (state.ts) and notices.
+// The UI's actions on the library (src/lib, the app is its first user): one DuetEngine for
+// the page; load the draft, connect to the gateway, run and stop generations through its
+// OpenAI-shaped chat.completions.create. Views call these; results land in state (state.ts).
 
-import * as Comlink from 'comlink';
-import type { DuetWorkerApi, RunEvent, RunRequest, UiError, WorkerNotice } from '../engine/worker-types.ts';
-import { newRunView, notify, dismiss, state, update, type RunView } from './state.ts';
+import { DuetEngine, DuetError, type ChatMessage, type DuetErrorInfo, type DuetNotice, type DraftSource } from '../lib/index.ts';
+import { newRunView, notify, dismiss, state, update, type DraftChoice, type RunSettings, type RunView } from './state.ts';
 
-let worker: Worker | null = null;
-let api: Comlink.Remote<DuetWorkerApi> | null = null;
+let duet: DuetEngine | null = null;
 
-export function engine(): Comlink.Remote<DuetWorkerApi> {
-  if (!api) {
-    worker = new Worker(new URL('../engine/worker.ts', import.meta.url), { type: 'module', name: 'duet-engine' });
-    worker.addEventListener('error', (e) => reportError({ code: 'internal', message: `engine worker failed: ${e.message}`, hint: 'Reload the page.' }));
-    api = Comlink.wrap<DuetWorkerApi>(worker);
-  }
-  return api;
+export function engine(): DuetEngine {
+  duet ??= new DuetEngine({ onNotice });
+  return duet;
 }
 
-export function reportError(err: UiError, actions: { label: string; run: () => void }[] = []): void {
+export function reportError(err: DuetErrorInfo, actions: { label: string; run: () => void }[] = []): void {
   update((s) => s.errors.push(err));
   notify({ id: `err-${err.code}`, level: 'error', title: titleOf(err), text: err.message, hint: err.hint, actions });
 }
 
-function titleOf(err: UiError): string {
+function titleOf(err: DuetErrorInfo): string {
   switch (err.code) {
     case 'no-webgpu': return 'WebGPU is not available';
     case 'device-lost': return 'The GPU device was lost';
@@ -35,16 +30,9 @@ function titleOf(err: UiError): string {
   }
 }
 
-/** Worker methods reject with a plain Error whose message is a JSON UiError (see worker.ts). */
-export function asUiError(err: unknown): UiError {
-  const message = err instanceof Error ? err.message : String(err);
-  try {
-    const parsed = JSON.parse(message) as UiError;
-    if (parsed && typeof parsed.code === 'string') return parsed;
-  } catch {
-    // not one of ours: fall through
-  }
-  return { code: 'internal', message, hint: 'Reload the page; if it persists, see the browser console.' };
+/** Whatever a library call threw, as the plain data the state and the notices keep. */
+export function asErrorInfo(err: unknown): DuetErrorInfo {
+  return DuetError.from(err).toJSON();
 }
 
 /** An async step whose attempt under way can be awaited (a run started meanwhile waits for it instead of failing). */
@@ -79,7 +67,7 @@ async function loadDraftOnce(): Promise<void> {
   });
   dismiss('err-load-failed');
   try {
-    const info = await engine().loadDraft({ source, quant, forceCpu: device === 'cpu' }, Comlink.proxy((p) => update((s) => { s.draft.progress[p.phase] = p; })));
+    const info = await engine().load(draftSource(source), { quant, device, onProgress: (p) => update((s) => { s.draft.progress[p.phase] = p; }) });
     update((s) => {
       s.draft.status = 'ready';
       s.draft.info = info;
@@ -94,7 +82,7 @@ async function loadDraftOnce(): Promise<void> {
       });
     } else dismiss('cpu-fallback');
   } catch (err) {
-    const e = asUiError(err);
+    const e = asErrorInfo(err);
     update((s) => {
       s.draft.status = 'error';
       s.draft.error = e;
@@ -103,7 +91,12 @@ async function loadDraftOnce(): Promise<void> {
   }
 }
 
-function onGatewayNotice(n: WorkerNotice): void {
+/** The bundled tiny draft is served by the gateway beside the app. */
+function draftSource(c: DraftChoice): DraftSource {
+  return c.kind === 'bundled' ? '/models/tiny-draft/' : c.kind === 'url' ? c.base : c.files;
+}
+
+function onNotice(n: DuetNotice): void {
   if (n.kind === 'gateway') {
     update((s) => {
       s.gateway.status = n.state === 'connected' ? 'connected' : n.state === 'reconnecting' ? 'reconnecting' : 'error';
@@ -117,7 +110,7 @@ function onGatewayNotice(n: WorkerNotice): void {
       s.draft.error = n.error;
     });
     reportError(n.error, [{ label: 'Reload the draft', run: () => void loadDraft() }]);
-  }
+  } else reportError(n.error);
 }
 
 /** Connects to the gateway; resolves when connected or failed (state.gateway says which). */
@@ -132,13 +125,13 @@ async function connectGatewayOnce(): Promise<void> {
   });
   for (const code of ['gateway-unreachable', 'auth-refused', 'tokenizer-mismatch']) dismiss(`err-${code}`);
   try {
-    const info = await engine().connect({ url: state.gateway.url, token: state.gateway.token }, Comlink.proxy(onGatewayNotice));
+    const info = await engine().connect({ url: state.gateway.url, token: state.gateway.token });
     update((s) => {
       s.gateway.status = 'connected';
       s.gateway.info = info;
     });
   } catch (err) {
-    const e = asUiError(err);
+    const e = asErrorInfo(err);
     update((s) => {
       s.gateway.status = 'error';
       s.gateway.error = e;
@@ -170,49 +163,60 @@ export function newRunId(prefix: string): string {
   return `${prefix}-${++runCounter}-${Date.now().toString(36)}`;
 }
 
-/** Starts a run; `view` is mutated as events stream in. Resolves when the run ends. */
-export async function startRun(req: RunRequest, view: RunView): Promise<void> {
-  const onEvent = (e: RunEvent): void => {
-    update(() => {
-      switch (e.kind) {
-        case 'tokens':
-          for (const p of e.pieces) view.pieces.push(p);
-          view.text += e.pieces.map((p) => p.text).join('');
-          view.stats = e.stats;
-          view.status = '';
-          break;
-        case 'round':
-          view.rounds.push(e.round);
-          break;
-        case 'status':
-          view.status = e.text;
-          break;
-        case 'done':
-          view.running = false;
-          view.doneReason = e.reason;
-          view.stats = e.stats;
-          view.status = '';
-          break;
-        case 'error':
-          view.running = false;
-          view.error = e.error;
-          view.status = '';
-          break;
-      }
-    });
-    if (e.kind === 'error') reportError(e.error, [{ label: 'Retry connection', run: () => void connectGateway() }]);
-  };
+/** One run the views ask for: the chat (speculative) or a pane of the side-by-side view. */
+export interface RunPlan {
+  runId: string;
+  mode: 'speculative' | 'baseline';
+  messages: ChatMessage[];
+  /** Raw prompt text instead of the messages' template (the side-by-side view). */
+  prompt?: string;
+  settings: RunSettings;
+}
+
+const stops = new Map<string, AbortController>();
+
+const DONE = { stop: 'eos', length: 'max-tokens', abort: 'stopped' } as const;
+
+/** Starts a run; `view` is mutated as chunks stream in. Resolves when the run ends. */
+export async function startRun(plan: RunPlan, view: RunView): Promise<void> {
+  const abort = new AbortController();
+  stops.set(plan.runId, abort);
+  const s = plan.settings;
   try {
-    await engine().run(req, Comlink.proxy(onEvent));
+    const chunks = await engine().chat.completions.create({
+      messages: plan.messages, stream: true, temperature: s.temperature, top_p: s.topP, top_k: s.topK, seed: s.seed, max_tokens: s.maxTokens,
+      duet: { mode: plan.mode, k: s.k, adaptive: s.adaptive, rttMs: s.rttMs, prompt: plan.prompt },
+    }, { signal: abort.signal });
+    for await (const c of chunks) {
+      update(() => {
+        view.pieces.push(...c.duet.tokens);
+        view.text += c.choices[0]?.delta.content ?? '';
+        view.rounds.push(...c.duet.rounds);
+        if (c.duet.tokens.length > 0 || c.usage) view.stats = c.duet.stats;
+        view.status = c.duet.status ?? '';
+        const finish = c.choices[0]?.finish_reason;
+        if (finish) {
+          view.running = false;
+          view.doneReason = DONE[finish];
+        }
+      });
+    }
   } catch (err) {
-    onEvent({ kind: 'error', runId: req.runId, error: asUiError(err) });
+    const e = asErrorInfo(err);
+    update(() => {
+      view.running = false;
+      view.error = e;
+      view.status = '';
+    });
+    reportError(e, [{ label: 'Retry connection', run: () => void connectGateway() }]);
   } finally {
+    stops.delete(plan.runId);
     if (view.running) update(() => { view.running = false; });
   }
 }
 
 export function stopRun(runId: string): void {
-  void engine().stop(runId);
+  stops.get(runId)?.abort();
 }
 
 export { newRunView };

@@ -4,7 +4,7 @@
 // the same as on screen.
 
 import { s } from './dom.ts';
-import type { RoundTiming } from '../engine/worker-types.ts';
+import type { RoundTiming } from '../lib/index.ts';
 
 export const COLORS = { draft: '#22a06b', network: '#9aa5b1', verify: '#8a5cd6', correction: '#d9822b', bonus: '#3b6fd8', axis: '#c9d0d8', text: '#5d6672', empty: '#e8ecf0' };
 

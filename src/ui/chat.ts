@@ -5,16 +5,18 @@ import { h, fmt } from './dom.ts';
 import { settingsForm } from './settings.ts';
 import { state, update, subscribe, newRunView, type ChatEntry, type RunView } from './state.ts';
 import { ensureReady, newRunId, startRun, stopRun } from './app.ts';
-import type { ChatMessage, Provenance, RunStats, TokenPiece } from '../engine/worker-types.ts';
+import type { ChatMessage, Provenance, RunStats, TokenPiece } from '../lib/index.ts';
 
-// The bundled pair learned chat turns of the form user: "<Book> <chapter>" → the chapter.
-const EXAMPLES = ['Genesis 1', 'Psalms 23', 'John 3'];
+// The bundled pair learned three kinds of chat turn (tools/train/train.py): "<Book> <chapter>" →
+// the chapter, "<Book> <chapter>:<verse>" → the passage from that verse, and a verse's opening
+// words → the verse and those after it.
+const EXAMPLES = ['Psalms 23', 'John 3:16', 'In the beginning God'];
 
 export const PROVENANCE_LABEL: Record<Provenance, string> = {
   draft: 'Drafted in your browser, accepted by the target',
   correction: 'Target correction (the draft was rejected here)',
   bonus: 'Bonus token (the whole draft block stood)',
-  target: 'From the target alone (first token, baseline)',
+  target: 'From the target alone (the first token, baseline, or a stretch where drafting would not pay: k = 0)',
 };
 
 /** Renders token pieces as spans, appending only the new ones (streaming). */
@@ -142,7 +144,7 @@ export function chatView(root: HTMLElement): void {
       rendered.clear();
       messages.replaceChildren(h('div', { class: 'empty' },
         h('p', {}, 'The draft model runs here in your browser and proposes a few tokens at a time; the target model on the gateway checks them all in one pass.'),
-        h('p', {}, 'The bundled tiny pair was trained on the King James Bible: ask it for a chapter, for example'),
+        h('p', {}, 'The bundled tiny pair was trained on the King James Bible: ask it for a chapter, a verse, or give it the opening words of a verse, for example'),
         h('div', { class: 'examples' }, ...EXAMPLES.map((ex) => h('button', { class: 'btn', type: 'button', onclick: () => { input.value = ex; input.focus(); } }, ex)))));
     } else {
       if (messages.querySelector('.empty')) messages.replaceChildren();

@@ -7,7 +7,7 @@ import { state, update, subscribe, newRunView, type RunView } from './state.ts';
 import { ensureReady, newRunId, startRun, stopRun } from './app.ts';
 import { renderPieces } from './chat.ts';
 import { acceptanceChart, histogramChart, timelineChart, drawSvg, COLORS } from './charts.ts';
-import type { RunStats } from '../engine/worker-types.ts';
+import type { RunStats } from '../lib/index.ts';
 
 function counter(label: string, testid: string): { el: HTMLElement; set: (v: string) => void } {
   const v = h('span', { class: 'v', 'data-testid': testid }, '–');

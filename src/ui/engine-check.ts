@@ -8,7 +8,8 @@ import { engine } from './app.ts';
 import { CpuLlama } from '../engine/reference.ts';
 import { randomWeights } from '../engine/weights.ts';
 import { syntheticConfig } from '../engine/config.ts';
-import type { EngineCheckReport, EngineCheckSpec } from '../engine/worker-types.ts';
+import type { EngineCheckReport } from '../lib/app-test-api.ts';
+import type { EngineCheckSpec } from '../lib/worker/protocol.ts';
 
 declare global {
   interface Window {
@@ -28,7 +29,7 @@ export async function engineCheckView(root: HTMLElement): Promise<void> {
   root.append(h('h2', {}, 'Engine check: WebGPU (worker) vs CPU reference (page)'), out);
   const report: EngineCheckReport = { done: false, error: null, adapter: '', positions: 0, vocabSize: 0, nmse: NaN, maxAbsErr: NaN, argmaxAgree: 0, nonFinite: 0 };
   try {
-    const gpu = await engine().engineCheck(CHECK_SPEC);
+    const gpu = await engine().diagnostics.engineCheck(CHECK_SPEC);
     const cfg = syntheticConfig('tiny', CHECK_SPEC.config);
     const ref = await new CpuLlama(cfg, randomWeights(cfg, CHECK_SPEC.seed)).forward(CHECK_SPEC.tokens, 0);
     const V = cfg.vocabSize;

@@ -4,8 +4,9 @@
 
 import { h, fmt, fmtBytes } from './dom.ts';
 import { state, update, subscribe, type Phase } from './state.ts';
-import { asUiError, connectGateway, engine, loadDraft, reportError } from './app.ts';
-import type { CacheEntry, DraftSource, Quant } from '../engine/worker-types.ts';
+import { asErrorInfo, connectGateway, engine, loadDraft, reportError } from './app.ts';
+import type { CacheEntry, Quant } from '../lib/index.ts';
+import type { DraftChoice } from './state.ts';
 
 const PHASES: { phase: Phase; label: string }[] = [
   { phase: 'download', label: 'Download' },
@@ -15,7 +16,7 @@ const PHASES: { phase: Phase; label: string }[] = [
 
 export function modelsView(root: HTMLElement): void {
   let cache: CacheEntry[] = [];
-  const radio = (value: DraftSource['kind'], title: string, help: string): HTMLElement =>
+  const radio = (value: DraftChoice['kind'], title: string, help: string): HTMLElement =>
     h('label', {}, h('input', { type: 'radio', name: 'draft-source', value, checked: state.draft.source.kind === value, onchange: () => pick(value) }),
       h('span', {}, h('strong', {}, title), h('br'), h('span', { class: 'muted small' }, help)));
   const urlInput = h('input', { id: 'draft-url', type: 'url', placeholder: 'https://example.org/models/Llama-3.2-1B-Instruct/', 'aria-label': 'Draft model URL base' });
@@ -23,7 +24,8 @@ export function modelsView(root: HTMLElement): void {
   const quant = h('select', { id: 'draft-quant', onchange: () => update((s) => { s.draft.quant = quant.value as Quant; }) },
     h('option', { value: 'none' }, 'f32 — exact, largest'),
     h('option', { value: 'q8' }, 'int8 (per-group scales)'),
-    h('option', { value: 'q4' }, 'int4 (group 32) — smallest, default for 1B drafts'));
+    h('option', { value: 'q4' }, 'int4 (group 32) — smallest, default for 1B drafts'),
+    h('option', { value: 'auto' }, 'as the file is (a GGUF keeps 4-bit q4 / 8-bit q8; else f32)'));
   quant.value = state.draft.quant;
   const device = h('select', { id: 'draft-device', onchange: () => update((s) => { s.draft.device = device.value as 'auto' | 'cpu'; }) },
     h('option', { value: 'auto' }, 'WebGPU where available, else the CPU'),
@@ -67,7 +69,7 @@ export function modelsView(root: HTMLElement): void {
         h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Model'), h('th', {}, 'Format'), h('th', { class: 'num' }, 'Size'), h('th', {}, h('span', { class: 'visually-hidden' }, 'Actions')))), cacheBody))),
   ));
 
-  function pick(kind: DraftSource['kind']): void {
+  function pick(kind: DraftChoice['kind']): void {
     update((s) => { s.draft.source = kind === 'bundled' ? { kind } : kind === 'url' ? { kind, base: urlInput.value } : { kind, files: [] }; });
     renderSourceFields();
   }
@@ -105,9 +107,9 @@ export function modelsView(root: HTMLElement): void {
 
   async function refreshCache(): Promise<void> {
     try {
-      cache = await engine().listCache();
+      cache = await engine().cache.list();
     } catch (err) {
-      reportError(asUiError(err));
+      reportError(asErrorInfo(err));
     }
     renderCache();
   }
@@ -120,9 +122,9 @@ export function modelsView(root: HTMLElement): void {
         h('td', {}, h('button', { class: 'btn danger', type: 'button', 'aria-label': `Delete cached ${e.name} (${e.format})`,
           onclick: async () => {
             try {
-              await engine().deleteCache(e.key);
+              await engine().cache.delete(e.key);
             } catch (err) {
-              reportError(asUiError(err));
+              reportError(asErrorInfo(err));
             }
             await refreshCache();
           } }, 'Delete'))))));

@@ -2,8 +2,8 @@
 // adaptive k), bound to state.settings and shared by the chat and side-by-side views.
 
 import { h } from './dom.ts';
-import { state, update } from './state.ts';
-import type { RunSettings } from '../engine/worker-types.ts';
+import { DEFAULT_SETTINGS, state, update } from './state.ts';
+import type { RunSettings } from './state.ts';
 
 type NumKey = 'temperature' | 'topP' | 'topK' | 'seed' | 'maxTokens' | 'k';
 
@@ -66,6 +66,7 @@ export function settingsForm(prefix: string, opts: { rtt?: boolean } = {}): HTML
   syncers.add(syncK);
   syncK();
   const children: HTMLElement[] = [
+    greedyToggle(prefix),
     h('div', { class: 'two' }, numberField(prefix, SPECS[0]), numberField(prefix, SPECS[4])),
     h('div', { class: 'two' }, numberField(prefix, SPECS[1]), numberField(prefix, SPECS[2])),
     h('label', { class: 'field', for: kId }, kLabel, kInput, kHelp),
@@ -75,6 +76,31 @@ export function settingsForm(prefix: string, opts: { rtt?: boolean } = {}): HTML
   ];
   if (opts.rtt) children.unshift(rttSlider(prefix));
   return h('fieldset', {}, h('legend', { class: 'visually-hidden' }, 'Sampling settings'), ...children);
+}
+
+/** The sampled temperature (always > 0) and top-p that greedy replaced, restored when greedy is switched off. */
+let lastSampled = { temperature: DEFAULT_SETTINGS.temperature, topP: DEFAULT_SETTINGS.topP };
+
+/** One click between the sampled default and greedy (temperature 0), the mode whose text is token
+ *  for token the target's own greedy text. Checked exactly when the temperature is 0. */
+function greedyToggle(prefix: string): HTMLElement {
+  const id = `${prefix}-greedy`;
+  const box = h('input', {
+    type: 'checkbox', id, checked: state.settings.temperature === 0, 'data-setting': 'greedy', 'aria-describedby': `${id}-help`,
+    onchange: () => {
+      if (box.checked) {
+        if (state.settings.temperature > 0) lastSampled = { temperature: state.settings.temperature, topP: state.settings.topP };
+        set('temperature', 0);
+      } else {
+        set('temperature', lastSampled.temperature);
+        set('topP', lastSampled.topP);
+      }
+    },
+  });
+  syncers.add(() => { box.checked = state.settings.temperature === 0; });
+  return h('div', { class: 'field' },
+    h('label', { class: 'check', for: id }, box, 'Greedy: the target\'s own text, token for token'),
+    h('small', { id: `${id}-help`, class: 'help' }, 'Off: sampled at the defaults measured to read best for this pair (tools/train/README.md).'));
 }
 
 export function rttSlider(prefix: string): HTMLElement {

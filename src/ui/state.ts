@@ -1,7 +1,16 @@
 // The app's state: one plain object the views read, changed only through update(), which
 // notifies subscribers. The test API (test-api.ts) exposes a snapshot of it to Playwright.
 
-import type { DraftInfo, GatewayInfo, LoadProgress, RunSettings, RunStats, TokenPiece, RoundTiming, UiError, DraftSource, Quant } from '../engine/worker-types.ts';
+import type { DraftInfo, DuetErrorInfo, GatewayInfo, LoadProgress, RunSettings, RunStats, TokenPiece, RoundTiming, Quant } from '../lib/index.ts';
+
+/** The draft the Models view picked; app.ts turns it into the library's DraftSource. */
+export type DraftChoice =
+  | { kind: 'bundled' }
+  | { kind: 'url'; base: string }
+  | { kind: 'folder'; files: File[] };
+
+/** The sampling settings form (settings.ts); app.ts maps them onto a chat completion request. */
+export type { RunSettings };
 
 export type Phase = LoadProgress['phase'];
 
@@ -9,8 +18,8 @@ export interface DraftState {
   status: 'idle' | 'loading' | 'ready' | 'error';
   info: DraftInfo | null;
   progress: Partial<Record<Phase, LoadProgress>>;
-  error: UiError | null;
-  source: DraftSource;
+  error: DuetErrorInfo | null;
+  source: DraftChoice;
   quant: Quant;
   /** 'auto': WebGPU where it works, else the CPU; 'cpu': always the CPU reference. */
   device: 'auto' | 'cpu';
@@ -19,7 +28,7 @@ export interface DraftState {
 export interface GatewayState {
   status: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'error';
   info: GatewayInfo | null;
-  error: UiError | null;
+  error: DuetErrorInfo | null;
   url: string;
   token: string;
   detail: string;
@@ -33,7 +42,7 @@ export interface RunView {
   stats: RunStats | null;
   rounds: RoundTiming[];
   doneReason: 'eos' | 'max-tokens' | 'stopped' | null;
-  error: UiError | null;
+  error: DuetErrorInfo | null;
   status: string;
 }
 
@@ -62,15 +71,18 @@ export interface AppState {
   compare: { prompt: string; spec: RunView | null; base: RunView | null };
   notices: Notice[];
   /** Errors seen by the UI, newest last (the test API reads them). */
-  errors: UiError[];
+  errors: DuetErrorInfo[];
 }
 
+// Sampled by default, at the setting tools/train/report.py measured to read best on held-out chat
+// prompts (public/models/report.json chat_defaults; src/ui/defaults.test.ts keeps them equal).
+// Greedy (temperature 0, the target's own text token for token) is one click away in the form.
 export const DEFAULT_SETTINGS: RunSettings = {
-  temperature: 0,
+  temperature: 0.8,
   topP: 1,
   topK: 0,
   seed: 42,
-  maxTokens: 64,
+  maxTokens: 128,
   k: 4,
   adaptive: true,
   rttMs: 0,

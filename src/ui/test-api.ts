@@ -3,7 +3,8 @@
 
 import { state } from './state.ts';
 import { engine } from './app.ts';
-import type { DuetTestApi, DuetTestSnapshot, Provenance } from '../engine/worker-types.ts';
+import type { Provenance } from '../lib/index.ts';
+import type { DuetTestApi, DuetTestSnapshot } from '../lib/app-test-api.ts';
 
 declare global {
   interface Window {
@@ -31,5 +32,5 @@ function snapshot(): DuetTestSnapshot {
 }
 
 export function installTestApi(): void {
-  window.__duet = { snapshot, loseDevice: () => engine().simulateDeviceLoss() };
+  window.__duet = { snapshot, loseDevice: () => engine().diagnostics.loseDevice() };
 }

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AllResults } from './all.ts';
+import type { AllResults } from './schema.ts';
 import { MARK_END, MARK_START, REFERENCE, crossover, expectedTokensPerPass, figures, projectTokPerSec, renderReport, updateReadme } from './report.ts';
 
 const machine = { cpu: 'Test CPU', cores: 2, memBytes: 2 ** 33, node: 'v20', platform: 'linux-x64', loadavgStart: 1, loadavgEnd: 1, commit: 'abc1234', models: { start: { a: '1' }, end: { a: '1' } } };
@@ -21,7 +21,7 @@ function emptyResults(): AllResults {
     adapters: { webgpu: null, spec: 'cpu', capacity: 'cpu verifier', browser: null }, config: { rttMs: [0, 50], sessions: [1], capacitySeconds: 1, capacityMaxTokens: 4 },
     sections: {
       kernels: { status: 'error', wallMs: 1, error: 'WebGPUUnavailableError: none' }, spec: { status: 'skipped', reason: '--skip' },
-      capacity: { status: 'skipped', reason: '--skip' }, sidecar: { status: 'error', wallMs: 1, error: 'x' }, loadtime: { status: 'skipped', reason: '--skip' },
+      capacity: { status: 'skipped', reason: '--skip' }, sidecar: { status: 'error', wallMs: 1, error: 'x' }, verify: { status: 'skipped', reason: '--skip' }, loadtime: { status: 'skipped', reason: '--skip' },
     },
     unhandledRejections: [], wallMs: 5,
   };
@@ -97,7 +97,7 @@ describe('duet bench all --quick', () => {
   it('runs (spec + capacity; kernels, sidecar and browser have their own tests) and writes a well-formed report', () => {
     const out = mkdtempSync(join(tmpdir(), 'duet-bench-all-'));
     try {
-      const r = spawnSync(process.execPath, ['bin/duet.mjs', 'bench', 'all', '--out', out, '--quick', '--skip', 'kernels,sidecar,loadtime'], { encoding: 'utf8', timeout: 290_000 });
+      const r = spawnSync(process.execPath, ['bin/duet.mjs', 'bench', 'all', '--out', out, '--quick', '--skip', 'kernels,sidecar,verify,loadtime'], { encoding: 'utf8', timeout: 290_000 });
       expect(r.status, r.stderr.slice(-3000)).toBe(0);
       const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as AllResults;
       expect(res.schema).toBe('duet-bench-all/1');

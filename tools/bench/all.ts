@@ -1,6 +1,6 @@
 // `duet bench all --out DIR [--quick] [--skip a,b]`: every benchmark in one process tree on one
 // machine (kernels, speculative k sweep + RTT sweep, gateway capacity vs sessions, sidecar
-// batch, browser load time), written to DIR/results.json and rendered to DIR/report.md with
+// batch, one verifier pass per backend × batch shape, browser load time), written to DIR/results.json and rendered to DIR/report.md with
 // SVG figures. `duet bench readme --from DIR [--readme README.md]` writes the README's
 // results table from DIR/results.json. A section that fails is recorded with its error and
 // the others still run: one broken piece must not cost the whole report.
@@ -12,41 +12,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import type { CapacityPair } from './capacity.ts';
 import type { Verifier } from '../../server/verifiers/types.ts';
-
-export const SECTIONS = ['kernels', 'spec', 'capacity', 'sidecar', 'loadtime'] as const;
-export type SectionName = (typeof SECTIONS)[number];
-
-export type Section<T = unknown> =
-  | { status: 'ok'; wallMs: number; data: T }
-  | { status: 'error'; wallMs: number; error: string }
-  | { status: 'skipped'; reason: string };
-
-export interface Machine {
-  cpu: string;
-  cores: number;
-  memBytes: number;
-  node: string;
-  platform: string;
-  /** 1-minute load average at start and end: other work on the box skews every number. */
-  loadavgStart: number;
-  loadavgEnd: number;
-  commit: string | null;
-  /** sha256 (12 hex) of the bundled pair's weights at start and end: a pair replaced mid-run mixes two models. */
-  models: { start: Record<string, string>; end: Record<string, string> };
-}
-
-export interface AllResults {
-  schema: 'duet-bench-all/1';
-  date: string;
-  quick: boolean;
-  machine: Machine;
-  /** What ran each part: the WebGPU adapter (kernels), the backends of spec/capacity, the browser's adapter. */
-  adapters: { webgpu: string | null; spec: string; capacity: string; browser: string | null };
-  config: { rttMs: number[]; sessions: number[]; capacitySeconds: number; capacityMaxTokens: number };
-  sections: Record<SectionName, Section>;
-  unhandledRejections: string[];
-  wallMs: number;
-}
+import { SECTIONS, type AllResults, type Machine, type Section, type SectionName } from './schema.ts';
 
 export interface AllOptions {
   out: string;
@@ -137,6 +103,7 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
       return runs;
     });
     sections.sidecar = await timed('sidecar', skip, log, async () => (await import('../../server/verifiers/sidecar-bench.ts')).benchSidecarBatch({ quick, log }));
+    sections.verify = await timed('verify', skip, log, async () => (await import('./verify.ts')).runVerifyBench({ quick, log }));
     sections.loadtime = await timed('loadtime', skip, log, async () => (await import('./loadtime.ts')).runLoadTime({ maxTokens: quick ? 8 : 32, swiftshader: !o.browserGpu, log }));
   } finally {
     process.off('unhandledRejection', onUnhandled);
@@ -179,7 +146,7 @@ export async function writeReport(out: string, results: AllResults): Promise<str
   return r.figures.map((f) => f.file);
 }
 
-const USAGE = `usage: duet bench all --out DIR [--quick] [--skip kernels,spec,capacity,sidecar,loadtime]
+const USAGE = `usage: duet bench all --out DIR [--quick] [--skip kernels,spec,capacity,sidecar,verify,loadtime]
                       [--verifier cpu|webgpu] [--browser-gpu]
        duet bench all --from DIR [--out DIR2]   (re-render report.md + SVGs from DIR/results.json)
        duet bench readme --from DIR [--readme README.md]

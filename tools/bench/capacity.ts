@@ -13,6 +13,7 @@ import type { LlamaConfig } from '../../src/engine/config.ts';
 import type { LlamaWeights } from '../../src/engine/weights.ts';
 import { CpuLlama } from '../../src/engine/reference.ts';
 import { speculate, baseline } from '../../src/engine/speculative.ts';
+import { SpecTally } from '../../src/engine/tally.ts';
 import { GREEDY, type SamplingParams, type SparseDist } from '../../src/engine/sampling.ts';
 import type { TargetLink, Verdict } from '../../src/engine/target-link.ts';
 import { RemoteTarget } from '../../src/protocol/client.ts';
@@ -173,10 +174,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
       const errorSamples: string[] = [];
       let errors = 0;
       let generations = 0;
-      let tokens = 0;
-      let passes = 0;
-      let drafted = 0;
-      let accepted = 0;
+      const tally = new SpecTally();
       const t0 = now();
       const deadline = t0 + seconds * 1000;
       // at the deadline every session stops where it is (tokens so far count), so a run lasts `seconds`
@@ -196,9 +194,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
               const link = new TimedLink(remote, latency);
               const r = await speculate(draft, link, prompt, { params, maxTokens, k: o.k ?? 4, adaptive: o.adaptive, eosTokenIds: pair.eosTokenIds, signal: stop.signal });
               mine += r.tokens.length;
-              passes += r.stats.targetPasses;
-              drafted += r.stats.draftedTokens;
-              accepted += r.stats.acceptedTokens;
+              tally.add({ targetPasses: r.stats.targetPasses, drafted: r.stats.draftedTokens, accepted: r.stats.acceptedTokens });
             } else {
               let last = now();
               await remote.open(prompt, params);
@@ -212,7 +208,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
               });
               stopped.splice(stopped.indexOf(end), 1);
               mine += 1 + rest.length;
-              passes += remote.targetPasses;
+              tally.add({ targetPasses: remote.targetPasses });
             }
             generations++;
           } catch (e) {
@@ -222,7 +218,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
             await remote.close();
           }
         }
-        tokens += mine;
+        tally.add({ tokens: mine });
         perSession.push(mine);
       }));
       clearTimeout(stopTimer);
@@ -236,14 +232,14 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
       }
       const rates = perSession.map((n) => (n * 1000) / wallMs);
       results.push({
-        mode, sessions, seconds, wallMs, errors, errorSamples, gatewayErrors, generations, generatedTokens: tokens,
-        targetPasses: passes, targetPassesPerToken: tokens ? passes / tokens : 0,
+        mode, sessions, seconds, wallMs, errors, errorSamples, gatewayErrors, generations, generatedTokens: tally.tokens,
+        targetPasses: tally.targetPasses, targetPassesPerToken: tally.tokens ? tally.targetPasses / tally.tokens : 0,
         latencyMs: quantiles(latency),
         meanBatch: batches ? (s1.batchedRequests - s0.batchedRequests) / batches : 0,
         maxBatch: s1.maxBatchSeen,
         verifierCalls: batches,
-        acceptanceRate: mode === 'speculative' && drafted ? accepted / drafted : null,
-        tokPerSecTotal: (tokens * 1000) / wallMs,
+        acceptanceRate: mode === 'speculative' && tally.drafted ? tally.acceptanceRate : null,
+        tokPerSecTotal: (tally.tokens * 1000) / wallMs,
         tokPerSecPerSession: { mean: rates.reduce((a, b) => a + b, 0) / Math.max(1, rates.length), min: Math.min(...rates), max: Math.max(...rates) },
       });
     }

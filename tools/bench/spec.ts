@@ -1,10 +1,15 @@
 // `duet bench spec`: speculative decoding on the bundled tiny pair, in one run.
 //  - kSweep: tokens per target pass, acceptance and tok/s at k = 1..8 (--quick: 1, 2, 4, 8) and adaptive, greedy and
-//    T = 0.7 (in-process LocalTarget on the CPU reference, no injected latency). Greedy runs are
+//    T = 0.7 (in-process LocalTarget on CpuBatchLlama, the cpu verifier's engine, or with
+//    engine 'reference' on the plain CpuLlama; no injected latency). Greedy runs are
 //    also checked token-for-token against target-only output (mismatches must be 0).
 //  - rtt: speedup vs target-only baseline at injected RTT 0, 20, 50 ms, with and without
 //    pipelining (adaptive k, greedy). The baseline streams, so it pays the RTT once per
 //    generation; speculation pays it once per round.
+//  - slowDraft: the k = 0 arm ("never slower than the target alone"): every draft forward slowed
+//    by an injected delay (default: one target decode step, a draft as slow per step as the
+//    target), adaptive k with and without the k = 0 arm vs the target-only baseline, RTT 0 and
+//    20 ms, greedy (texts checked); spec and baseline runs alternate per prompt.
 //  - capacity: H6's gateway capacity benchmark (64 sessions × 60 s; --quick shrinks it).
 //  - sidecar: H7's batched-verify benchmark when server/verifiers/sidecar-bench.ts exists.
 // Speed is measured here, never asserted. Everything shares this machine's CPU cores.
@@ -12,8 +17,13 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { CpuLlama } from '../../src/engine/reference.ts';
+import { CpuBatchLlama, CpuBatchSession } from '../../src/engine/cpu-batch.ts';
+import type { CausalLM } from '../../src/engine/model.ts';
+import type { LlamaConfig } from '../../src/engine/config.ts';
+import type { LlamaWeights } from '../../src/engine/weights.ts';
 import { LocalTarget } from '../../src/engine/local-target.ts';
-import { DelayedLink, baseline, speculate } from '../../src/engine/speculative.ts';
+import { DelayedLink, DelayedModel, baseline, speculate } from '../../src/engine/speculative.ts';
+import { SpecTally } from '../../src/engine/tally.ts';
 import type { SamplingParams } from '../../src/engine/sampling.ts';
 import { type CapacityPair, loadTinyPair, runCapacity } from './capacity.ts';
 
@@ -26,6 +36,16 @@ export interface SpecBenchOptions {
   skipSidecar?: boolean;
   /** Injected RTTs of the speedup sweep (default 0, 20, 50 ms; `duet bench all` passes its own). */
   rttMs?: number[];
+  /** slowDraft section: injected ms per draft forward (default: the target's measured ms per decode step). */
+  draftDelayMs?: number;
+  /** Run only the slowDraft section (with the baselines it needs). */
+  onlySlowDraft?: boolean;
+  /**
+   * The CPU engine of both models: 'batch' (default) is CpuBatchLlama, the engine `duet serve
+   * --backend cpu` verifies on (a k+1 block in one pass, WebAssembly SIMD); 'reference' is the
+   * plain CpuLlama oracle, which pays k+1 sequential steps per verify.
+   */
+  engine?: 'batch' | 'reference';
   /** Prompts and tokens per generation of the k sweep (default 8 × 64; quick 1 × 16). */
   prompts?: number;
   maxTokens?: number;
@@ -47,6 +67,21 @@ export interface SweepRow {
   verifyMsPerPass: number;
   /** Greedy: prompts whose output differs from target-only greedy (the exactness promise: 0). */
   mismatches?: number;
+}
+
+export interface SlowDraftRow {
+  draftDelayMs: number;
+  rttMs: number;
+  /** adaptive: k in [0, 8] (k = 0: the target streams alone); adaptive-no-k0: k in [1, 8]. */
+  mode: 'adaptive' | 'adaptive-no-k0';
+  specTokPerSec: number;
+  baselineTokPerSec: number;
+  /** spec / baseline tok/s: the issue's claim is >= 0.9 for 'adaptive'. */
+  ratio: number;
+  /** Share of tokens the target streamed alone. */
+  streamedShare: number;
+  tokensPerTargetPass: number;
+  mismatches: number;
 }
 
 export interface RttRow {
@@ -78,8 +113,12 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   const prompts = pair.prompts.slice(0, nPrompts);
   const maxTokens = o.maxTokens ?? (quick ? 16 : 64);
   const ctx = Math.min(pair.config.maxPositionEmbeddings, 256);
-  const target = new CpuLlama(pair.config, pair.target, ctx);
-  const draft = new CpuLlama(pair.draftConfig, pair.draft, ctx);
+  const engine = o.engine ?? 'batch';
+  const cpuModel = (config: LlamaConfig, weights: LlamaWeights): CausalLM => engine === 'reference'
+    ? new CpuLlama(config, weights, ctx)
+    : new CpuBatchSession(new CpuBatchLlama(config, weights, ctx));
+  const target = cpuModel(pair.config, pair.target);
+  const draft = cpuModel(pair.draftConfig, pair.draft);
   const eos = pair.eosTokenIds;
   // warm the JIT on both models before anything is timed
   await target.forward(prompts[0], 0);
@@ -97,33 +136,33 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   }
   const baselineTokPerSec = (baseTokens * 1000) / baseMs;
 
+  const slowDraft = await slowDraftSection(draft, target, prompts.slice(0, quick ? 1 : 3), maxTokens, eos, (baseMs / baseTokens), o.draftDelayMs, log);
+  if (o.onlySlowDraft) return { model: { target: pair.name, draft: draftDir, vocab: pair.config.vocabSize }, backend: 'cpu', engine, quick, slowDraft, wallMs: r3(performance.now() - t0) };
+
   const kSweep: SweepRow[] = [];
   for (const [name, params] of [['greedy', GREEDY], ['t0.7', T07]] as const) {
     for (const k of quick ? ([1, 2, 4, 8, 'adaptive'] as const) : ([1, 2, 3, 4, 5, 6, 7, 8, 'adaptive'] as const)) {
-      const row = { tokens: 0, passes: 0, drafted: 0, accepted: 0, rounds: 0, kSum: 0, ms: 0, draftMs: 0, draftTok: 0, verifyMs: 0, mismatches: 0 };
+      const tally = new SpecTally();
+      let mismatches = 0;
       for (const [i, p] of prompts.entries()) {
         const r = await speculate(draft, new LocalTarget(target), p, {
           params: { ...params, seed: i }, maxTokens, k: k === 'adaptive' ? undefined : k, adaptive: k === 'adaptive', eosTokenIds: eos,
         });
         const s = r.stats;
-        row.tokens += r.tokens.length;
-        row.passes += s.targetPasses;
-        row.drafted += s.draftedTokens;
-        row.accepted += s.acceptedTokens;
-        row.rounds += s.rounds;
-        row.kSum += s.meanK * s.rounds;
-        row.ms += s.wallMs;
-        row.draftMs += s.draftMsPerToken * s.draftedTokens;
-        row.draftTok += s.draftedTokens;
-        row.verifyMs += s.verifyMsPerPass * s.rounds;
-        if (name === 'greedy' && JSON.stringify(r.tokens) !== JSON.stringify(greedyWant[i])) row.mismatches++;
+        tally.add({
+          tokens: r.tokens.length, targetPasses: s.targetPasses, drafted: s.draftedTokens, accepted: s.acceptedTokens, rounds: s.rounds,
+          // k summed over verify rounds (kHistory's zeros are k = 0 stretches, not rounds)
+          kSum: r.kHistory.reduce((a, b) => a + b, 0),
+          wallMs: s.wallMs, draftMs: s.draftMsPerToken * s.draftedTokens, draftTokens: s.draftedTokens, verifyMs: s.verifyMsPerPass * s.rounds,
+        });
+        if (name === 'greedy' && JSON.stringify(r.tokens) !== JSON.stringify(greedyWant[i])) mismatches++;
       }
       const out: SweepRow = {
-        sampling: name, k, prompts: nPrompts, tokens: row.tokens, targetPasses: row.passes,
-        tokensPerTargetPass: r3(row.tokens / row.passes), acceptanceRate: r3(row.accepted / row.drafted),
-        meanAcceptedPerRound: r3(row.accepted / row.rounds), meanK: r3(row.kSum / row.rounds),
-        tokPerSec: r3((row.tokens * 1000) / row.ms), draftMsPerToken: r3(row.draftMs / row.draftTok), verifyMsPerPass: r3(row.verifyMs / row.rounds),
-        ...(name === 'greedy' ? { mismatches: row.mismatches } : {}),
+        sampling: name, k, prompts: nPrompts, tokens: tally.tokens, targetPasses: tally.targetPasses,
+        tokensPerTargetPass: r3(tally.tokensPerTargetPass), acceptanceRate: r3(tally.acceptanceRate),
+        meanAcceptedPerRound: r3(tally.meanAcceptedPerRound), meanK: r3(tally.meanKPerRound),
+        tokPerSec: r3(tally.tokPerSec), draftMsPerToken: r3(tally.draftMsPerToken), verifyMsPerPass: r3(tally.verifyMsPerPass),
+        ...(name === 'greedy' ? { mismatches } : {}),
       };
       kSweep.push(out);
       log(`spec: ${name} k=${k}: ${out.tokensPerTargetPass} tokens/pass, acceptance ${out.acceptanceRate}, ${out.tokPerSec} tok/s`);
@@ -155,7 +194,7 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
         tok += r.tokens.length;
         ms += r.stats.wallMs;
         passes += r.stats.targetPasses;
-        kSum += r.stats.meanK * r.stats.rounds;
+        kSum += r.kHistory.reduce((a, b) => a + b, 0);
         rounds += r.stats.rounds;
         roundMs += r.stats.roundMs * r.stats.rounds;
         hits += r.stats.pipelineHits;
@@ -175,7 +214,7 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   const k4 = kSweep.find((r) => r.sampling === 'greedy' && r.k === 4)!;
   const report: Record<string, unknown> = {
     model: { target: pair.name, draft: draftDir, vocab: pair.config.vocabSize },
-    backend: 'cpu',
+    backend: 'cpu', engine,
     quick,
     prompts: nPrompts,
     maxTokens,
@@ -183,6 +222,7 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
     goal: { metric: 'tokensPerTargetPass at k = 4, greedy', target: 2.5, reached: k4.tokensPerTargetPass, met: k4.tokensPerTargetPass >= 2.5 },
     kSweep,
     rtt,
+    slowDraft,
   };
 
   if (!o.skipCapacity) report.capacity = await capacity(pair, quick, log);
@@ -223,4 +263,55 @@ async function sidecar(quick: boolean, log: (l: string) => void): Promise<unknow
     log(`spec: sidecar bench failed: ${(e as Error).message}`);
     return { error: `${(e as Error).name}: ${(e as Error).message}` };
   }
+}
+
+/** Adaptive k with a draft slowed by draftDelayMs per forward, with and without the k = 0 arm, vs the baseline. */
+async function slowDraftSection(
+  draft: CausalLM, target: CausalLM, prompts: number[][], maxTokens: number, eos: number[],
+  targetMsPerToken: number, draftDelayMs: number | undefined, log: (l: string) => void,
+): Promise<{ draftDelayMs: number; targetMsPerToken: number; rows: SlowDraftRow[] }> {
+  const delay = r3(draftDelayMs ?? targetMsPerToken);
+  const rows: SlowDraftRow[] = [];
+  const slow = new DelayedModel(draft, delay);
+  for (const rttMs of [0, 20]) {
+    for (const mode of ['adaptive', 'adaptive-no-k0'] as const) {
+      let sTok = 0;
+      let sMs = 0;
+      let bTok = 0;
+      let bMs = 0;
+      let streamed = 0;
+      let passes = 0;
+      let mismatches = 0;
+      for (const [i, p] of prompts.entries()) {
+        // alternate which runs first, so neither always meets the warmer caches
+        const runSpec = () => speculate(slow, new DelayedLink(new LocalTarget(target), rttMs), p, { params: GREEDY, maxTokens, adaptive: true, targetOnlyArm: mode === 'adaptive', eosTokenIds: eos });
+        const runBase = () => baseline(new DelayedLink(new LocalTarget(target), rttMs), p, { params: GREEDY, maxTokens, eosTokenIds: eos });
+        let r: Awaited<ReturnType<typeof runSpec>>;
+        let b: Awaited<ReturnType<typeof runBase>>;
+        if (i % 2 === 0) {
+          r = await runSpec();
+          b = await runBase();
+        } else {
+          b = await runBase();
+          r = await runSpec();
+        }
+        sTok += r.tokens.length;
+        sMs += r.stats.wallMs;
+        bTok += b.tokens.length;
+        bMs += b.wallMs;
+        streamed += r.stats.streamedTokens;
+        passes += r.stats.targetPasses;
+        if (JSON.stringify(r.tokens) !== JSON.stringify(b.tokens)) mismatches++;
+      }
+      const spec = (sTok * 1000) / sMs;
+      const base = (bTok * 1000) / bMs;
+      const row: SlowDraftRow = {
+        draftDelayMs: delay, rttMs, mode, specTokPerSec: r3(spec), baselineTokPerSec: r3(base), ratio: r3(spec / base),
+        streamedShare: r3(streamed / sTok), tokensPerTargetPass: r3(sTok / passes), mismatches,
+      };
+      rows.push(row);
+      log(`spec: slow draft (+${delay} ms/forward), rtt ${rttMs} ms, ${mode}: ${row.specTokPerSec} vs ${row.baselineTokPerSec} tok/s (×${row.ratio}), ${Math.round(row.streamedShare * 100)}% streamed`);
+    }
+  }
+  return { draftDelayMs: delay, targetMsPerToken: r3(targetMsPerToken), rows };
 }

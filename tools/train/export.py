@@ -56,6 +56,14 @@ def load_safetensors(path):
     return out
 
 
+def load_weights(m, d):
+    """Load a model folder's model.safetensors into m (HF names; only inv_freq may be missing)."""
+    sd = load_safetensors(os.path.join(d, "model.safetensors"))
+    missing, unexpected = m.load_state_dict(sd, strict=False)
+    assert not unexpected and not [k for k in missing if k != "inv_freq"], (missing, unexpected)
+    return m
+
+
 def load_rounded(m, dtype):
     """A copy of m whose weights are exactly what the export stores (rounded to dtype, as f32)."""
     import copy

@@ -30,7 +30,9 @@ TARGET = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_a
               num_key_value_heads=2, head_dim=32)
 DRAFT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
              num_key_value_heads=2, head_dim=32)
-CHAT_EVERY = 10  # chapters with index % 10 < 3 are rendered as a chat turn
+CHAT_EVERY = 10  # chapters with index % 10 < CHAT_KINDS are rendered as chat turns
+CHAT_KINDS = 4   # 0, 3: "<Book> <n>" -> the chapter; 1: "<Book> <n>:<v>" -> verse v on; 2: a verse's opening words -> verse on
+CHAT_OPENING_WORDS = 5
 
 
 def log(*a):
@@ -43,14 +45,36 @@ def model_config(shape):
 
 # ---------------------------------------------------------------- data + tokenizer
 
+def chat_turn(user, reply=None):
+    """The Llama-3 chat rendering of one user turn (and the assistant's reply, when given)."""
+    s = ("<|start_header_id|>user<|end_header_id|>\n\n" + user
+         + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    return s if reply is None else s + reply + "<|eot_id|>"
+
+
+def chat_example(i, chapter):
+    """(user text, reply) for chat document i: the three kinds of question the Chat view suggests.
+    Verse choice is seeded by i, so the data stage is reproducible."""
+    verses = chapter[2]
+    kind = i % CHAT_EVERY
+    if kind in (0, 3) or len(verses) < 2:
+        return corpus.chapter_title(chapter), "\n".join(verses)
+    v = random.Random(i).randrange(len(verses))
+    if kind == 1:
+        return f"{corpus.chapter_title(chapter)}:{v + 1}", "\n".join(verses[v:])
+    return opening(verses[v]), "\n".join(verses[v:])
+
+
+def opening(verse):
+    """A verse's first few words, its trailing punctuation dropped: what a user would type."""
+    return " ".join(verse.split()[:CHAT_OPENING_WORDS]).rstrip(",;:.")
+
+
 def render(tok, i, chapter):
     """Token ids of one training document."""
-    text = corpus.chapter_text(chapter)
-    if i % CHAT_EVERY < 3:
-        s = ("<|start_header_id|>user<|end_header_id|>\n\n" + corpus.chapter_title(chapter)
-             + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n" + text + "<|eot_id|>")
-        return tok.encode(s, bos=True)
-    return tok.encode(text, bos=True) + [tok.eos]
+    if i % CHAT_EVERY < CHAT_KINDS:
+        return tok.encode(chat_turn(*chat_example(i, chapter)), bos=True)
+    return tok.encode(corpus.chapter_text(chapter), bos=True) + [tok.eos]
 
 
 def stage_data(a):
@@ -72,8 +96,16 @@ def stage_data(a):
     torch.save(held_docs, os.path.join(a.work, "heldout.pt"))
     # Prompts for acceptance measurements: the first verse of each held-out chapter.
     prompts = [{"ref": corpus.chapter_title(c) + ":1", "text": c[2][0]} for c in held]
+    # Chat prompts of the three trained kinds on held-out chapters (the report's reply quality).
+    chat = []
+    for j, c in enumerate(held):
+        v = random.Random(10_000 + j).randrange(len(c[2]))
+        whole, tail = "\n".join(c[2])[:1000], "\n".join(c[2][v:])[:1000]  # the true reply (report.py)
+        chat += [{"ref": corpus.chapter_title(c), "user": corpus.chapter_title(c), "reply": whole},
+                 {"ref": f"{corpus.chapter_title(c)}:{v + 1}", "user": f"{corpus.chapter_title(c)}:{v + 1}", "reply": tail},
+                 {"ref": f"{corpus.chapter_title(c)}:{v + 1}", "user": opening(c[2][v]), "reply": tail}]
     with open(os.path.join(a.work, "heldout-prompts.json"), "w") as f:
-        json.dump(prompts, f, indent=1)
+        json.dump({"prompts": prompts, "chat": chat}, f, indent=1)
     log(f"train stream {len(stream)} tokens; held-out {sum(map(len, held_docs))} tokens in {len(held_docs)} docs")
     write_tokenizer_fixture(tok, held, os.path.join(HERE, "fixtures", "tokenizer-ids.json"))
 
@@ -120,6 +152,11 @@ def train_loop(a, name, shape, teacher=None):
         step, elapsed = st["step"], st.get("elapsed", 0.0)
         g.set_state(st["rng"])
         log(f"{name}: resumed at step {step}")
+    elif a.init_from:
+        # continue from exported weights (a new schedule and fresh AdamW moments; the warmup
+        # covers the moments' start): e.g. more training of the committed target
+        export.load_weights(m, a.init_from)
+        log(f"{name}: initialised from {a.init_from}")
     budget = a.minutes * 60 if a.minutes else float("inf")
     log(f"{name}: {m.num_params()} params, {a.steps} steps of {a.batch}x{a.seq} tokens"
         + (f" or {a.minutes} minutes, whichever ends first" if a.minutes else ""))
@@ -189,6 +226,10 @@ def stage_export(a):
     tok_dir = os.path.join(a.work, "tokenizer")
     os.makedirs(a.out, exist_ok=True)
     for name, shape, dtype in [("target", TARGET, "bf16"), ("draft", DRAFT, "f16")]:
+        if not os.path.exists(os.path.join(a.work, f"{name}.ckpt")):
+            # e.g. only the target was trained further (--init-from): the committed draft stays
+            log(f"no {name} checkpoint in {a.work}: public/models/tiny-{name} and its fixture are kept as they are")
+            continue
         m = load_model(a, name, shape)
         d = os.path.join(a.out, f"tiny-{name}")
         export.write_model_dir(m, d, dtype, tok_dir)
@@ -197,10 +238,13 @@ def stage_export(a):
         export.write_logits_fixture(m2, tokens, os.path.join(HERE, "fixtures", f"{name}-logits.json"), d)
         log(f"exported {d}")
     with open(os.path.join(a.work, "heldout-prompts.json")) as f:
-        prompts = json.load(f)
+        held = json.load(f)
     with open(os.path.join(a.out, "heldout-prompts.json"), "w") as f:
-        json.dump({"note": "first verse of each held-out KJV chapter (every 50th chapter); never trained on",
-                   "prompts": prompts}, f, indent=1)
+        json.dump({"note": "held-out KJV chapters (every 50th chapter), never trained on. prompts: the first verse of"
+                           " each; chat: per chapter, the three kinds of chat question the pair learned"
+                           " (\"<Book> <n>\", \"<Book> <n>:<v>\", a verse's opening words)",
+                   "prompts": held["prompts"], "chat": [{k: v for k, v in c.items() if k != "reply"} for c in held["chat"]]},
+                  f, indent=1)
 
 
 def stage_report(a):
@@ -224,6 +268,8 @@ def main():
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--kl-weight", type=float, default=0.8)
+    p.add_argument("--init-from", default=None, help="a model folder (config.json + model.safetensors) to start the stage from")
+    p.add_argument("--peak-lr", type=float, default=None, help="peak learning rate (default 3e-3 target, 4e-3 draft)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     random.seed(a.seed)
@@ -233,7 +279,7 @@ def main():
             continue
         a.steps = a.target_steps if s == "target" else a.draft_steps
         a.minutes = a.target_minutes if s == "target" else a.draft_minutes
-        a.lr = 3e-3 if s == "target" else 4e-3
+        a.lr = a.peak_lr or (3e-3 if s == "target" else 4e-3)
         log(f"== {s}")
         globals()[f"stage_{s}"](a)
 

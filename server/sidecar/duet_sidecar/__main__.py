@@ -33,11 +33,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--prefill-chunk", type=int, default=512)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--ttnn-mesh", default="N150", help="ttnn: MESH_DEVICE (N150, N300, T3K)")
-    ap.add_argument("--ttnn-trace", action="store_true", help="ttnn: capture/replay the decode trace (faster; verify on your build first)")
+    ap.add_argument("--ttnn-trace", action="store_true", help="ttnn: capture/replay the decode trace for one-row-per-session steps (faster; verify on your build first)")
+    ap.add_argument("--ttnn-verify", default="auto", choices=["auto", "single-decode"],
+                    help="ttnn: auto = the start-up self-test decides whether the one-step split-update verify is used; single-decode = always k+1 decode steps")
+    ap.add_argument("--ttnn-precision", default="performance", choices=["performance", "accuracy"], help="ttnn: tt_transformers' DecodersPrecision")
+    ap.add_argument("--ttnn-dram-gib", type=float, default=12.0, help="ttnn: usable DRAM per chip for the start-up budget check (Wormhole: 12)")
+    ap.add_argument("--ttnn-self-test-only", action="store_true", help="ttnn: load, run the self-test, print its JSON on stdout and exit (0 = split-update passed)")
     return ap.parse_args(argv)
 
 
-def watch_parent() -> None:
+def watch_parent(on_exit=lambda: os._exit(0)) -> None:
     """Exit when the process that spawned us is gone (a supervising gateway that crashed)."""
     import threading
 
@@ -47,9 +52,21 @@ def watch_parent() -> None:
         while True:
             time.sleep(1.0)
             if os.getppid() != parent:
-                os._exit(0)
+                on_exit()
 
     threading.Thread(target=loop, daemon=True, name="parent-watch").start()
+
+
+def release_and_exit(server, runner, timeout_s: float = 10.0) -> None:
+    """Release the device (ttnn: close the mesh, reset the fabric), then exit. The close runs on
+    the model thread after the op in flight, never beside it; a wedged op gets timeout_s."""
+    close = getattr(runner, "close", None)
+    if close is not None:
+        try:
+            server.model_thread.submit(close).result(timeout=timeout_s)
+        except Exception as e:  # exiting anyway: say why the device may not have been released
+            print(f"duet_sidecar: device close failed or timed out ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"duet_sidecar: {e}", file=sys.stderr, flush=True)
         return 2
+    exit_hook = [lambda: os._exit(0)]  # until the device is open: nothing to release
     if os.environ.get("DUET_SIDECAR_EXIT_WITH_PARENT"):
-        watch_parent()
+        watch_parent(lambda: exit_hook[0]())
+
+    def on_signal(*_):
+        # unwind the main thread instead of working inside the handler (it may have interrupted a
+        # lock holder): a runner being built closes its device on the way out, a serving sidecar
+        # releases it in the `finally` around serve_forever
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     import torch
 
     from .engine import Engine
@@ -90,10 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         device_desc = f"torch {torch.__version__} {dev_name} {dtype_name}"
         max_batch = a.max_batch
     else:
-        from .ttnn_backend import TtnnRunner
+        from .ttnn_backend import TtnnConfigError, TtnnRunner, TtnnUnavailableError
 
-        runner = TtnnRunner(a.model, cfg, max_batch=a.max_batch, max_context=max_context, mesh=a.ttnn_mesh,
-                            max_sessions=a.max_sessions, enable_trace=a.ttnn_trace)
+        try:
+            runner = TtnnRunner(a.model, cfg, max_batch=a.max_batch, max_context=max_context, mesh=a.ttnn_mesh,
+                                max_sessions=a.max_sessions, enable_trace=a.ttnn_trace, verify=a.ttnn_verify,
+                                precision=a.ttnn_precision, dram_gib=a.ttnn_dram_gib)
+        except (TtnnConfigError, TtnnUnavailableError) as e:
+            print(f"duet_sidecar: {e}", file=sys.stderr, flush=True)
+            return 2
+        if a.ttnn_self_test_only:
+            print(json.dumps({"verifyPath": runner.verify_path, "selfTest": runner.self_test}), flush=True)
+            runner.close()
+            return 0 if runner.verify_path == "split-update" else 1
         device_desc = runner.device_desc
         max_batch = runner.max_batch
         a.prefill_chunk = max_context  # tt_transformers chunks long prompts itself
@@ -102,12 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     info = {"backend": a.backend, "model": name, "vocabSize": cfg.vocab_size, "maxContext": max_context,
             "maxBatch": max_batch, "maxSessions": runner.max_slots - 1, "maxDraft": a.max_draft, "device": device_desc,
             "eosTokenIds": list(cfg.eos_token_ids)}
+    if a.backend == "ttnn":  # which verify the start-up self-test chose, and why (README)
+        info.update(verifyPath=runner.verify_path, selfTest=runner.self_test)
     server = SidecarServer(engine, info, tokenizer_path=os.path.join(a.model, "tokenizer.json"))
+    exit_hook[0] = lambda: release_and_exit(server, runner)
     host, port = server.listen(a.host, a.port)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print(f"duet_sidecar: {name} on {device_desc}, loaded in {time.time() - t0:.1f} s, listening on {host}:{port}", file=sys.stderr, flush=True)
     print(json.dumps({"event": "listening", "host": host, "port": port, "protocol": PROTOCOL_VERSION}), flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        exit_hook[0]()
     return 0
 
 

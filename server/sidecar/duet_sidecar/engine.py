@@ -8,6 +8,10 @@ sampling params and RNG) and implements open / verify_batch / generate / close o
 Verify semantics (server/verifiers/types.ts): the block is [pending, d_1..d_k] at position
 `length`; with n accepted, the cache keeps pending + d_1..d_n (rollback = a shorter length)
 and the verdict token becomes the new pending token.
+
+A baseline decode step is a verify with an empty draft (k = 0): one position, the next token
+drawn by accept_block's bonus draw, which is sample_row on the same RNG stream. So baseline
+steps of many sessions, and speculative blocks, run in one forward (continuous batching).
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ class Engine:
                     raise errors.BadRequest(f"verify: {len(draft)} draft tokens exceed the limit of {self.max_draft}")
                 if s.length + len(draft) + 2 > self.max_context:
                     raise errors.ContextFull(f"session {it.sid!r}: {s.length} tokens + a block of {len(draft) + 1} exceed the context of {self.max_context}; start a new session")
-                if not s.sampling.greedy:
+                if not s.sampling.greedy and draft:
                     self._check_dists(it)
                 run.append(i)
             except errors.SidecarError as e:
@@ -136,7 +140,9 @@ class Engine:
             ms = (time.perf_counter() - t0) * 1000
             for s, i, lg in zip(sess, run, logits):
                 lg = lg.cpu()
-                n, tok = accept_block(lg, items[i].draft, items[i].dists, s.sampling, s.rng)
+                # k = 0 (a baseline step) carries no q's: accept_block wants an empty list then
+                dists = items[i].dists if items[i].draft else []
+                n, tok = accept_block(lg, items[i].draft, dists, s.sampling, s.rng)
                 s.length += 1 + n
                 s.pending = tok
                 s.passes += 1
@@ -167,16 +173,29 @@ class Engine:
             raise errors.ContextFull(f"generate: {s.length} + {n} tokens exceed the context of {self.max_context}; start a new session")
         return s
 
+    def step_batch(self, sids: list[str]) -> list[int | errors.SidecarError]:
+        """Baseline decode for every session in sids in ONE forward: run each pending token,
+        sample the next (a k = 0 verify). Per session: the token, or the error that session got."""
+        results, _, _ = self.verify_batch([VerifyItem(sid, []) for sid in sids])
+        out: list[int | errors.SidecarError] = []
+        for r in results:
+            if "error" in r:
+                e = r["error"]
+                err = getattr(errors, e["code"], errors.SidecarError)(e["message"])
+                out.append(err if isinstance(err, errors.SidecarError) else errors.SidecarError(e["message"]))
+            else:
+                out.append(r["token"])
+        return out
+
     def step(self, sid: str) -> int:
         """Baseline decode: run the pending token, sample the next one (one target pass)."""
         s = self.session(sid)
         if s.length + 2 > self.max_context:
             raise errors.ContextFull(f"generate: session {sid!r} filled the context of {self.max_context}")
-        logits = self._forward([s.slot], [s.length], [[s.pending]])[0]
-        s.length += 1
-        s.passes += 1
-        s.pending = sample_row(logits[-1].cpu(), s.sampling, s.rng)
-        return s.pending
+        r = self.step_batch([sid])[0]
+        if isinstance(r, errors.SidecarError):
+            raise r
+        return r
 
     def generate(self, sid: str, n: object, on_token=None) -> list[int]:
         self.check_generate(sid, n)

@@ -1,4 +1,4 @@
-"""The session RNG: xoshiro128** exactly as src/engine/sampler.ts `Rng` (same seed -> same
+"""The session RNG: xoshiro128** exactly as src/engine/sampling.ts `Rng` (same seed -> same
 stream), kept free of torch so it is cheap to import and to test against TypeScript."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def _rotl(x: int, k: int) -> int:
 
 
 class Rng:
-    """xoshiro128**, seeded by splitmix32 from seed XOR imul(stream, 0x9e3779b9) (sampler.ts)."""
+    """xoshiro128**, seeded by splitmix32 from seed XOR imul(stream, 0x9e3779b9) (sampling.ts)."""
 
     def __init__(self, seed: int, stream: int = 0):
         x = (seed ^ _imul(stream, 0x9E3779B9)) & M32

@@ -1,5 +1,5 @@
 """The sampler, its RNG, and the exact speculative acceptance rule: a line-by-line port of
-src/engine/sampler.ts (Rng, processedDist, sample) and src/engine/accept.ts (acceptBlock).
+src/engine/sampling.ts (Rng, processedDist, sample) and src/engine/accept.ts (acceptBlock).
 
 p (target) is processed from logits: softmax(logits / T) over the whole vocabulary, keep the
 top-k (0 = all), then the shortest prefix whose mass (of the untruncated distribution) reaches
@@ -36,7 +36,7 @@ class SamplingParams:
 
 
 def argmax(row: torch.Tensor) -> int:
-    """Lowest id among the maximal logits; NaN never wins (as sampler.ts argmax)."""
+    """Lowest id among the maximal logits; NaN never wins (as sampling.ts argmax)."""
     return int(torch.argmax(torch.nan_to_num(row.float(), nan=float("-inf"))).item())
 
 

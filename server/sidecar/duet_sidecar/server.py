@@ -1,6 +1,9 @@
 """The socket server: one reader thread per connection, one model thread for every op that
 touches the model (so ops are serialized and the model needs no locking), `hello`/`health`
 answered inline so a long verify never makes the sidecar look dead to the supervisor.
+`generate` streams of all sessions are continuously batched: each model-thread turn runs ONE
+forward with the next baseline step of every session that is generating (a k = 0 verify each,
+see engine.py), and other ops interleave between those turns.
 
 A bad frame or a failing op gets a typed error reply; only an unframeable stream (an
 oversized length prefix) closes that one connection. Sessions belong to the connection that
@@ -93,6 +96,13 @@ class Connection:
         self.send({"id": rid, "ok": False, "error": {"code": e.code, "message": str(e)}})
 
 
+class _Stream:
+    """One `generate` op in progress: who asked, how many tokens, what it has so far."""
+
+    def __init__(self, conn: Connection, rid: object, sid: str, n: int, done: list[int], stream: bool):
+        self.conn, self.rid, self.sid, self.n, self.done, self.stream = conn, rid, sid, n, done, stream
+
+
 class SidecarServer:
     def __init__(self, engine: Engine, info: dict, *, tokenizer_path: str | None = None, log=sys.stderr):
         self.engine = engine
@@ -102,6 +112,12 @@ class SidecarServer:
         self.started = time.time()
         self.log = log
         self.listener: socket.socket | None = None
+        # generate streams waiting for their next step; one _run_steps job serves them all
+        self.steps_lock = threading.Lock()
+        self.steps: list[_Stream] = []
+        self.steps_scheduled = False
+        self.step_passes = 0
+        self.step_rows = 0
 
     # ---- ops ----
     def handle(self, conn: Connection, h: dict, payload: bytes) -> None:
@@ -111,7 +127,7 @@ class SidecarServer:
                 conn.send({"id": rid, "ok": True, **self.info})
             elif op == "health":
                 conn.send({"id": rid, "ok": True, "sessions": len(self.engine.sessions), "uptimeS": round(time.time() - self.started, 3),
-                           "forwardPasses": self.engine.forward_passes})
+                           "forwardPasses": self.engine.forward_passes, "stepPasses": self.step_passes, "stepRows": self.step_rows})
             elif op in ("open", "verify_batch", "generate", "close", "logits", "tokenizer"):
                 self._submit(self._model_op, conn, rid, op, h, payload)
             else:
@@ -138,7 +154,7 @@ class SidecarServer:
             elif op == "generate":
                 sid, n = self._sid(h), h.get("n")
                 e.check_generate(sid, n)
-                self._generate_step(conn, rid, sid, n, [], bool(h.get("stream")))
+                self._queue_step(_Stream(conn, rid, sid, n, [], bool(h.get("stream"))))
             elif op == "close":
                 conn.send({"id": rid, "ok": True, "closed": e.close(self._sid(h))})
             elif op == "logits":
@@ -155,21 +171,41 @@ class SidecarServer:
             traceback.print_exc(file=self.log)
             conn.send_error(rid, errors.SidecarError(f"{type(err).__name__}: {err}"))
 
-    def _generate_step(self, conn: Connection, rid: object, sid: str, n: int, done: list[int], stream: bool) -> None:
-        """One baseline token per model-thread job, so verify batches of other sessions interleave."""
-        try:
-            if len(done) < n and conn.alive:
-                done.append(self.engine.step(sid))
-                if stream:
-                    conn.send({"id": rid, "event": "token", "token": done[-1]})
-                self._submit(self._generate_step, conn, rid, sid, n, done, stream)
-            else:
-                conn.send({"id": rid, "ok": True, "tokens": done})
-        except errors.SidecarError as err:
-            conn.send_error(rid, err)
-        except Exception as err:
-            traceback.print_exc(file=self.log)
-            conn.send_error(rid, errors.SidecarError(f"{type(err).__name__}: {err}"))
+    def _queue_step(self, st: "_Stream") -> None:
+        """A stream wants its next step (or its final answer): it joins the next batched turn."""
+        if len(st.done) >= st.n or not st.conn.alive:
+            st.conn.send({"id": st.rid, "ok": True, "tokens": st.done})
+            return
+        with self.steps_lock:
+            self.steps.append(st)
+            if self.steps_scheduled:
+                return
+            self.steps_scheduled = True
+        self._submit(self._run_steps)
+
+    def _run_steps(self) -> None:
+        """One model-thread turn: the next step of every waiting stream, max_batch per forward."""
+        with self.steps_lock:
+            todo, self.steps = self.steps, []
+            self.steps_scheduled = False
+        mb = self.engine.max_batch
+        for i in range(0, len(todo), mb):
+            chunk = todo[i : i + mb]
+            try:
+                got = self.engine.step_batch([st.sid for st in chunk])
+            except Exception as err:  # the forward itself failed: every stream of the chunk gets it
+                traceback.print_exc(file=self.log)
+                got = [errors.SidecarError(f"{type(err).__name__}: {err}")] * len(chunk)
+            self.step_passes += 1
+            self.step_rows += len(chunk)
+            for st, r in zip(chunk, got):
+                if isinstance(r, errors.SidecarError):
+                    st.conn.send_error(st.rid, r)
+                    continue
+                st.done.append(r)
+                if st.stream:
+                    st.conn.send({"id": st.rid, "event": "token", "token": r})
+                self._queue_step(st)
 
     def _submit(self, fn, *args) -> None:
         try:
@@ -220,13 +256,21 @@ class SidecarServer:
         self.listener = s
         return s.getsockname()[:2]
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, poll_s: float = 0.5) -> None:
         assert self.listener is not None
+        # accept() wakes every poll_s: a SIGTERM the kernel hands to another thread (the model
+        # thread, a connection thread, torch's pool) only sets a flag, and the main thread runs
+        # the Python handler when it next executes bytecode. A plain blocking accept() would sit
+        # there until the next connection arrives (seen in CI: no exit 90 s after SIGTERM).
+        self.listener.settimeout(poll_s)
         while True:
             try:
                 sock, _ = self.listener.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
+            sock.settimeout(None)  # connection sockets block; only the listener polls
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self.serve_connection, args=(sock,), daemon=True).start()
 

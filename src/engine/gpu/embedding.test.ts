@@ -7,8 +7,7 @@ import { EMBEDDING_PARAMS_BYTES, createEmbedding, packEmbeddingParams } from '..
 import source from '../../kernels/embedding.wgsl?raw';
 import { type GpuContext, requestDevice } from '../../kernels/gpu.ts';
 import { uploadMatrix } from '../../kernels/matmul.ts';
-import { randomF32 } from '../../kernels/testing.ts';
-import { runPass, sentinelBuffer, upload, wgslStructBytes } from '../../kernels/testkit.ts';
+import { randomF32, runPass, sentinelBuffer, upload, wgslStructBytes } from '../../kernels/testing.ts';
 import { type WeightFormat, dequantize, packMatrix, packedByteLength } from '../quantize.ts';
 
 let ctx: GpuContext;

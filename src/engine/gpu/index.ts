@@ -5,6 +5,11 @@
 //   const top = await lm.forwardTopK([id], lm.length, 40);     // sampling: 2k words per row
 //   lm.rollback(n);                                            // O(1)
 // lm.memory / lm.bufferBytes report the GPU buffers; planBuffers() gives them without a device.
-export { PackedWeightsError, WebGpuLlama, createEngine, type MemoryReport, type StreamItem, type StreamedPacked, type StreamedTensor, type WeightsInput } from './llama.ts';
-export { type GpuEngineOptions, type MemoryPlan, planBuffers, resolveOptions } from './plan.ts';
+// Many sessions on one copy of the weights (the Node verifier):
+//   const model = await GpuModel.create(ctx, config, weights, { maxContext: 2048, invariant: true });
+//   const a = await model.openSession(), b = await model.openSession();   // a KV cache each
+//   const [la, lb] = await model.forwardBatch([{ session: a, tokens: [t], startPos: a.length },
+//                                              { session: b, tokens: block, startPos: b.length }], { kind: 'logits' });
+export { type BatchItem, type ForwardStats, GpuModel, GpuSession, type Output, PackedWeightsError, WebGpuLlama, createEngine, type MemoryReport, type StreamItem, type StreamedPacked, type StreamedTensor, type WeightsInput } from './llama.ts';
+export { type GpuEngineOptions, type MemoryPlan, planBuffers, planSessionKv, resolveOptions, sessionKvBytes } from './plan.ts';
 export type { TopkRow } from '../../kernels/topk.ts';

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { syntheticConfig } from '../config.ts';
 import { type GpuContext, requestDevice } from '../../kernels/gpu.ts';
-import { build, scenario } from './testutil.ts';
+import { build, scenario } from './testing.ts';
 
 let ctx: GpuContext;
 beforeAll(async () => {

@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { syntheticConfig } from '../config.ts';
 import { type GpuContext, requestDevice } from '../../kernels/gpu.ts';
-import { build, scenario } from './testutil.ts';
+import { build, scenario } from './testing.ts';
 
 let ctx: GpuContext;
 beforeAll(async () => {

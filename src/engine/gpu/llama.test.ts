@@ -9,7 +9,7 @@ import { CpuLlama } from '../reference.ts';
 import { expectedShapes, layerTensorNames, randomWeights } from '../weights.ts';
 import { type GpuContext, GpuOutOfMemoryError, requestDevice } from '../../kernels/gpu.ts';
 import { WebGpuLlama, planBuffers, resolveOptions } from './index.ts';
-import { argmaxRows, build as buildWith, prompt, roundTrip, scenario } from './testutil.ts';
+import { argmaxRows, build as buildWith, prompt, roundTrip, scenario } from './testing.ts';
 
 let ctx: GpuContext;
 beforeAll(async () => {

@@ -178,17 +178,17 @@ describe('GGUF tokenizer', () => {
 describe('GGUF errors', () => {
   it('unsupported quant type names the file and the tensor', async () => {
     const bytes = buildGguf(cfg, w, { type: 'Q8_0' });
-    // Retag blk.0.ffn_up (Q8_0 = 8) as Q4_K (12): find the tensor info record by name.
+    // Retag blk.0.ffn_up (Q8_0 = 8) as IQ2_XXS (16), a type duet does not decode: find the tensor info record by name.
     const name = new TextEncoder().encode('blk.0.ffn_up.weight');
     const at = Buffer.from(bytes).indexOf(Buffer.from(name));
     const typeAt = at + name.length + 4 + 2 * 8; // n_dims u32 + 2 dims u64
     expect(new DataView(bytes.buffer).getUint32(typeAt, true)).toBe(8);
-    new DataView(bytes.buffer).setUint32(typeAt, 12, true);
-    const path = join(root, 'q4k.gguf');
+    new DataView(bytes.buffer).setUint32(typeAt, 16, true);
+    const path = join(root, 'iq2.gguf');
     await writeFile(path, bytes);
     const err = await loadModelDir(path).catch((e: Error) => e);
     expect(err).toBeInstanceOf(WeightsFormatError);
-    expect((err as Error).message).toMatch(/q4k\.gguf: blk\.0\.ffn_up\.weight: ggml type Q4_K is not supported/);
+    expect((err as Error).message).toMatch(/iq2\.gguf: blk\.0\.ffn_up\.weight: tensor type IQ2_XXS \(ggml type 16\) is not supported/);
   });
 
   it('truncated and non-GGUF files', async () => {

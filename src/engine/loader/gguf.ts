@@ -1,27 +1,21 @@
 // GGUF input: metadata and tensor infos parsed by @huggingface/gguf (fed through our
 // ModelSource with a fetch shim, so local files, URLs and picked files all work), then
-// llama.cpp names/metadata mapped to HF names and a LlamaConfig, tensors dequantized
-// (F32, F16, BF16, Q8_0, Q4_0) to f32 one at a time, and llama.cpp's Q/K row permutation
-// (interleaved RoPE pairs) undone so the weights match HF's rotate_half layout exactly.
+// llama.cpp names/metadata mapped to HF names and a LlamaConfig, tensors dequantized to f32
+// one at a time, read and decoded in slabs of whole rows (ggml-quants.ts: F32, F16, BF16,
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS), and llama.cpp's Q/K row
+// permutation (interleaved RoPE pairs) undone so the weights match HF's rotate_half layout.
+// `autoFormat` names the engine format that keeps the file's precision (--quant auto).
 
 import { gguf, type GGUFParseOutput } from '@huggingface/gguf';
 import { ConfigError, parseConfig, ropeInvFreq } from '../config.ts';
 import { layerTensorNames } from '../weights.ts';
 import { ModelSourceError, WeightsFormatError } from './errors.ts';
-import { type GenerationConfig, type LoadedTensor, type OpenModelOptions, type OpenedModel, checkTensorSet, parseGenerationConfig } from './model.ts';
+import { type GenerationConfig, type LoadedTensor, type OpenModelOptions, type OpenedModel, checkTensorSet, parseGenerationConfig } from './checkpoint.ts';
+import { type GgmlTypeInfo, dequantizeGgml, dequantizeInto, ggmlType } from './ggml-quants.ts';
+import type { WeightFormat } from '../quantize.ts';
 import { type TensorInfo } from './safetensors.ts';
 import { ggufTokenizer } from './gguf-tokenizer.ts';
 import { type ModelSource, type SourceFile, ProgressTracker, ShortReadError } from './source.ts';
-
-/** ggml type id → [name, elements per block, bytes per block] */
-const GGML: Record<number, [string, number, number]> = {
-  0: ['F32', 1, 4],
-  1: ['F16', 1, 2],
-  2: ['Q4_0', 32, 18],
-  8: ['Q8_0', 32, 34],
-  30: ['BF16', 1, 2],
-};
-const GGML_NAMES: Record<number, string> = { 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K', 13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K' };
 
 /** llama.cpp tensor name → HF name (null: not a weight the forward needs). */
 export function hfName(ggufName: string): string | null {
@@ -175,60 +169,23 @@ function inferLlama3Scaling(json: Record<string, unknown>, factors: Float32Array
   throw new ConfigError(file, 'rope_freqs.weight', `per-frequency factors do not follow llama3 RoPE scaling (${worst}); unsupported RoPE scaling`);
 }
 
-/** Byte size of a ggml tensor, or a typed error for unsupported types. */
-function ggmlBytes(file: string, name: string, type: number, numel: number, rowLen: number): number {
-  const t = GGML[type];
-  if (!t) {
-    throw new WeightsFormatError(file, name, `ggml type ${GGML_NAMES[type] ?? type} is not supported; duet reads F32, F16, BF16, Q8_0 and Q4_0 GGUF (re-quantize with llama-quantize, e.g. to Q8_0)`);
-  }
-  if (rowLen % t[1] !== 0) throw new WeightsFormatError(file, name, `row length ${rowLen} is not a multiple of the ${t[0]} block size ${t[1]}`);
-  return (numel / t[1]) * t[2];
+/** Byte size of a ggml tensor, or a typed error for an unsupported type or a ragged row. */
+function ggmlBytes(file: string, name: string, t: GgmlTypeInfo, numel: number, rowLen: number): number {
+  if (rowLen % t.blockElems !== 0) throw new WeightsFormatError(file, name, `row length ${rowLen} is not a multiple of the ${t.name} block size ${t.blockElems}`);
+  return (numel / t.blockElems) * t.blockBytes;
 }
 
-/** Dequantize one ggml tensor's bytes into f32 (blocks run along rows). */
-export function dequantize(bytes: Uint8Array, type: number, numel: number): Float32Array {
-  const out = new Float32Array(numel);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const half = (o: number) => f16ToF32(dv.getUint16(o, true));
-  switch (GGML[type]?.[0]) {
-    case 'F32':
-      for (let i = 0; i < numel; i++) out[i] = dv.getFloat32(i * 4, true);
-      break;
-    case 'F16':
-      for (let i = 0; i < numel; i++) out[i] = half(i * 2);
-      break;
-    case 'BF16': {
-      const u = new Uint32Array(out.buffer);
-      for (let i = 0; i < numel; i++) u[i] = dv.getUint16(i * 2, true) << 16;
-      break;
-    }
-    case 'Q8_0':
-      for (let b = 0; b < numel / 32; b++) {
-        const d = half(b * 34);
-        for (let i = 0; i < 32; i++) out[b * 32 + i] = d * dv.getInt8(b * 34 + 2 + i);
-      }
-      break;
-    case 'Q4_0':
-      for (let b = 0; b < numel / 32; b++) {
-        const d = half(b * 18);
-        for (let j = 0; j < 16; j++) {
-          const q = bytes[b * 18 + 2 + j];
-          out[b * 32 + j] = d * ((q & 0x0f) - 8);
-          out[b * 32 + 16 + j] = d * ((q >> 4) - 8);
-        }
-      }
-      break;
-    default:
-      throw new Error(`dequantize: ggml type ${type}`);
-  }
-  return out;
-}
-
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  return e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+/**
+ * The engine format that keeps a file's precision (--quant auto): the precision class of
+ * the type holding most matrix elements — a Q4_K_M file (Q4_K, some Q6_K) stays 4-bit, a
+ * Q8_0 or Q6_K file 8-bit; float files keep what loading does without --quant (f32).
+ */
+export function autoFormatOf(matrices: { type: GgmlTypeInfo; numel: number }[]): WeightFormat {
+  const elems = new Map<string, number>();
+  for (const m of matrices) elems.set(m.type.precision, (elems.get(m.type.precision) ?? 0) + m.numel);
+  let best = 'float';
+  for (const [k, n] of elems) if (n > (elems.get(best) ?? 0)) best = k;
+  return best === 'float' ? 'f32' : (best as WeightFormat);
 }
 
 /** Undo convert_hf_to_gguf.py's permute(): row h*hd + 2i + j (llama.cpp) → h*hd + j*hd/2 + i (HF). */
@@ -248,7 +205,7 @@ export function unpermuteQK(w: Float32Array, nHead: number, headDim: number, col
 }
 
 interface GgufTensor extends TensorInfo {
-  ggmlType: number;
+  ggmlType: GgmlTypeInfo;
   ggufName: string;
 }
 
@@ -279,18 +236,19 @@ async function openGgufFile(source: ModelSource, f: SourceFile, opts: OpenModelO
   for (const t of parsed.tensorInfos) {
     const ggmlShape = t.shape.map(Number);
     const numel = ggmlShape.reduce((a, b) => a * b, 1);
-    const byteLength = ggmlBytes(file, t.name, t.dtype, numel, ggmlShape[0]);
+    const type = ggmlType(file, t.name, t.dtype);
+    const byteLength = ggmlBytes(file, t.name, type, numel, ggmlShape[0]);
     const offset = dataStart + Number(t.offset);
     if (offset + byteLength > f.byteLength) {
       throw new WeightsFormatError(file, t.name, `data [${offset}, ${offset + byteLength}) runs past the end of the file (${f.byteLength} bytes): truncated download?`);
     }
     if (t.name === 'rope_freqs.weight') {
-      ropeFactors = dequantize(await f.read(offset, byteLength), t.dtype, numel);
+      ropeFactors = dequantizeGgml(await f.read(offset, byteLength), type, numel);
       continue;
     }
     const name = hfName(t.name);
     if (name === null) throw new WeightsFormatError(file, t.name, 'unexpected tensor for a llama GGUF');
-    tensors.push({ name, ggufName: t.name, file, dtype: GGML[t.dtype][0], ggmlType: t.dtype, shape: [...ggmlShape].reverse(), offset, byteLength });
+    tensors.push({ name, ggufName: t.name, file, dtype: type.name, ggmlType: type, shape: [...ggmlShape].reverse(), offset, byteLength });
   }
   const configJson = ggufConfigJson(meta, file, parsed.tensorInfos, ropeFactors);
   const config = parseConfig(configJson, file);
@@ -320,6 +278,7 @@ async function openGgufFile(source: ModelSource, f: SourceFile, opts: OpenModelO
   };
   const generationConfig: GenerationConfig = parseGenerationConfig(genRaw ?? {}, config);
   const totalBytes = usable.reduce((a, t) => a + t.byteLength, 0);
+  const autoFormat = autoFormatOf(usable.filter((t) => t.shape.length === 2).map((t) => ({ type: t.ggmlType, numel: t.shape[0] * t.shape[1] })));
   return {
     source,
     format: 'gguf',
@@ -329,19 +288,13 @@ async function openGgufFile(source: ModelSource, f: SourceFile, opts: OpenModelO
     ...(await tokenizerFiles()),
     weightFiles: [{ name: file, byteLength: f.byteLength, version: stat?.version }],
     tensorInfos: usable,
+    autoFormat,
     async *tensors(): AsyncIterable<LoadedTensor> {
       const progress = new ProgressTracker(totalBytes, opts.onProgress);
       for (const t of usable) {
-        let bytes: Uint8Array;
-        try {
-          bytes = await f.read(t.offset, t.byteLength);
-        } catch (err) {
-          if (err instanceof ShortReadError) throw new WeightsFormatError(file, t.ggufName, err.message.slice(file.length + 2));
-          throw err;
-        }
-        progress.add(file, t.byteLength);
-        const numel = t.shape.reduce((a, b) => a * b, 1);
-        yield { name: t.name, shape: t.shape, data: toHf(t, dequantize(bytes, t.ggmlType, numel), t.shape[0]) };
+        const rows = t.shape.length > 1 ? t.shape[0] : 1;
+        const data = await readRowsF32(t, 0, rows, (n) => progress.add(file, n));
+        yield { name: t.name, shape: t.shape, data: toHf(t, data, t.shape[0]) };
       }
       progress.add(file, 0, true);
     },
@@ -354,14 +307,37 @@ async function openGgufFile(source: ModelSource, f: SourceFile, opts: OpenModelO
       if (isQK(t) && (rowStart % config.headDim || rowCount % config.headDim)) {
         throw new RangeError(`${name}: Q/K rows must be read in whole heads (multiples of ${config.headDim}) to undo llama.cpp's permutation`);
       }
-      const rowBytes = t.byteLength / rows;
-      const bytes = await f.read(t.offset + rowStart * rowBytes, rowCount * rowBytes);
-      return toHf(t, dequantize(bytes, t.ggmlType, rowCount * cols), rowCount);
+      return toHf(t, await readRowsF32(t, rowStart, rowCount), rowCount);
     },
     async close() {
       await f.close();
     },
   };
+
+  /**
+   * Rows [rowStart, rowStart + rowCount) as f32, read and decoded a slab of whole rows at a
+   * time (about source.chunkBytes of file bytes), so the peak is the f32 result plus one slab.
+   */
+  async function readRowsF32(t: GgufTensor, rowStart: number, rowCount: number, onBytes?: (n: number) => void): Promise<Float32Array> {
+    const rows = t.shape.length > 1 ? t.shape[0] : 1;
+    const cols = t.shape[t.shape.length - 1];
+    const rowBytes = t.byteLength / rows;
+    const slabRows = Math.max(1, Math.floor(source.chunkBytes / rowBytes));
+    const out = new Float32Array(rowCount * cols);
+    for (let r = 0; r < rowCount; r += slabRows) {
+      const n = Math.min(slabRows, rowCount - r);
+      let bytes: Uint8Array;
+      try {
+        bytes = await f.read(t.offset + (rowStart + r) * rowBytes, n * rowBytes);
+      } catch (err) {
+        if (err instanceof ShortReadError) throw new WeightsFormatError(file, t.ggufName, err.message.slice(file.length + 2));
+        throw err;
+      }
+      dequantizeInto(out, r * cols, bytes, t.ggmlType, n * cols);
+      onBytes?.(bytes.length);
+    }
+    return out;
+  }
 
   function isQK(t: GgufTensor): boolean {
     return t.ggufName.endsWith('.attn_q.weight') || t.ggufName.endsWith('.attn_k.weight');

@@ -134,7 +134,7 @@ export async function readTensorF32(
 let f16Table: Float32Array | null = null;
 
 /** All 65536 half-precision values as f32 (256 kB, built once): exact, and faster than bit math per element. */
-function halfTable(): Float32Array {
+export function halfTable(): Float32Array {
   if (f16Table) return f16Table;
   const t = new Float32Array(65536);
   for (let h = 0; h < 65536; h++) {

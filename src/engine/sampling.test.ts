@@ -2,8 +2,7 @@
 // distribution against a plain sort-everything oracle, and sampling frequencies by chi-square.
 
 import { describe, expect, it } from 'vitest';
-import { Rng, SamplingParamsError, argmax, processedDist, rankByLogit, sample, validateSampling } from './sampler.ts';
-import type { SamplingParams, SparseDist } from './sampling.ts';
+import { Rng, SamplingParamsError, argmax, processedDist, rankByLogit, sample, validateSampling, type SamplingParams, type SparseDist } from './sampling.ts';
 import { mulberry32 } from './weights.ts';
 import { chiSquarePValue } from './stats.ts';
 

@@ -1,0 +1,1 @@
+"""Part of the fake tt-metal tree for the sidecar tests (see ttnn/__init__.py)."""

@@ -1,0 +1,194 @@
+// The k = 0 arm of adaptive k ("never slower than the target alone"). Speeds here are never
+// timed on this machine: every cost is injected — the target's pass time per position
+// (CostedTarget), the draft's time per forward (DelayedModel), the RTT (DelayedLink) — on a
+// VirtualClock, so tokens per second are a deterministic function of those costs, and the real
+// models (a small random pair) supply the tokens, acceptances and exactness.
+// Claims: with a draft slower per step than the target, adaptive k runs at >= 0.9x the
+// target-only baseline's tok/s (and without the arm it would not); with a fast draft it
+// speculates and beats the baseline; greedy output is identical to target-only in every mode;
+// the controller picks k = 0 from the cost model (draft ms, verify ms, RTT, acceptance, queue
+// time), probes within its budget and returns to drafting when drafting pays.
+
+import { describe, expect, it } from 'vitest';
+import { VirtualClock } from './clock.ts';
+import { LocalTarget } from './local-target.ts';
+import { DelayedLink, DelayedModel, KController, PROBE_BUDGET, STRETCH_MAX, baseline, speculate, type SpecResult } from './speculative.ts';
+import { CostedTarget, randomPrompts, tinyPair } from './spec-fixtures.ts';
+import type { SamplingParams } from './sampling.ts';
+import type { TargetLink } from './target-link.ts';
+
+const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+// a close draft (acceptance ~0.8-0.9 greedy): speculation pays whenever drafting is cheap
+const pair = tinyPair({ seed: 7, noise: 0.05, config: { vocabSize: 131, hiddenSize: 40, intermediateSize: 61, numHeads: 4, numKvHeads: 2, headDim: 10 } });
+const N = 256;
+// a memory-bound target: a pass costs 8 ms + 0.5 ms per position (a 5-token verify 10.5 ms, a decode step 8.5 ms)
+const COST = { fixedMs: 8, perPositionMs: 0.5, prefillMs: 20 };
+
+interface Run {
+  spec: SpecResult;
+  specTokPerSec: number;
+  baseTokPerSec: number;
+  baseTokens: number[];
+}
+
+async function run(prompt: number[], o: { draftDelayMs: number; rttMs?: number; params?: SamplingParams; pipeline?: boolean; targetOnlyArm?: boolean; queueMs?: number }): Promise<Run> {
+  const clock = new VirtualClock();
+  const link = (): TargetLink => {
+    const costed = new CostedTarget(new LocalTarget(pair.newTarget(N + 32)), clock, { ...COST, queueMs: o.queueMs });
+    return o.rttMs ? new DelayedLink(costed, o.rttMs, clock) : costed;
+  };
+  const params = o.params ?? GREEDY;
+  const spec = await clock.run(() => speculate(new DelayedModel(pair.newDraft(N + 32), o.draftDelayMs, clock), link(), prompt, {
+    params, maxTokens: N, adaptive: true, pipeline: o.pipeline, targetOnlyArm: o.targetOnlyArm, clock,
+  }));
+  const clockB = new VirtualClock();
+  const costedB = new CostedTarget(new LocalTarget(pair.newTarget(N + 32)), clockB, { ...COST, queueMs: o.queueMs });
+  const linkB = o.rttMs ? new DelayedLink(costedB, o.rttMs, clockB) : costedB;
+  const base = await clockB.run(() => baseline(linkB, prompt, { params, maxTokens: N, clock: clockB }));
+  return { spec, specTokPerSec: spec.stats.tokPerSec, baseTokPerSec: base.tokPerSec, baseTokens: base.tokens };
+}
+
+const prompts = randomPrompts(3, pair.config.vocabSize, 17, 8);
+
+describe('k = 0 arm end to end (virtual time, injected costs)', () => {
+  it('a draft slower per step than the target: adaptive >= 0.9x the baseline (RTT 0 and 20 ms, pipelined or not); greedy identical', async () => {
+    for (const [i, prompt] of prompts.entries()) {
+      for (const rttMs of [0, 20]) {
+        const r = await run(prompt, { draftDelayMs: 12, rttMs, pipeline: i % 2 === 1 });
+        const ratio = r.specTokPerSec / r.baseTokPerSec;
+        const what = `prompt ${i}, RTT ${rttMs}: ${r.specTokPerSec.toFixed(1)} vs ${r.baseTokPerSec.toFixed(1)} tok/s, ${r.spec.stats.streamedTokens} streamed, k ${r.spec.kHistory.join(',')}`;
+        expect(r.spec.tokens, what).toEqual(r.baseTokens);
+        expect(ratio, what).toBeGreaterThanOrEqual(0.9);
+        // it got there by streaming, and it kept probing drafting
+        expect(r.spec.provenance.slice(1).filter((p) => p === 'target').length, what).toBe(r.spec.stats.streamedTokens); // [0] is the prefill's token
+        expect(r.spec.stats.streamedTokens, what).toBeGreaterThan(N * 0.7);
+        expect(r.spec.kHistory.slice(r.spec.kHistory.indexOf(0)).some((k) => k > 0), what).toBe(true);
+      }
+    }
+  });
+
+  it('the same slow draft without the k = 0 arm is below 0.9x (the setting is one where speculation loses)', async () => {
+    const r = await run(prompts[0], { draftDelayMs: 12, targetOnlyArm: false });
+    expect(r.spec.stats.streamedTokens).toBe(0);
+    expect(r.spec.tokens).toEqual(r.baseTokens);
+    expect(r.specTokPerSec / r.baseTokPerSec).toBeLessThan(0.9);
+  });
+
+  it('a fast draft: adaptive speculates (streams only to measure the stream) and beats the baseline; greedy identical', async () => {
+    for (const [i, prompt] of prompts.entries()) {
+      const r = await run(prompt, { draftDelayMs: 0.5, pipeline: i % 2 === 0 });
+      const what = `prompt ${i}: ${r.specTokPerSec.toFixed(1)} vs ${r.baseTokPerSec.toFixed(1)} tok/s, k ${r.spec.kHistory.join(',')}`;
+      expect(r.spec.tokens, what).toEqual(r.baseTokens);
+      // only the stream-cost probes (STRETCH_MIN tokens at the start and every 50 rounds)
+      expect(r.spec.stats.streamedTokens, what).toBeLessThanOrEqual(N * 0.1);
+      expect(r.specTokPerSec / r.baseTokPerSec, what).toBeGreaterThan(1.2);
+    }
+  });
+
+  it('sampled (T = 0.7): the stretch tokens are the target\'s own samples, so text and stats stay consistent', async () => {
+    const params = { temperature: 0.7, topK: 0, topP: 1, seed: 3 };
+    const r = await run(prompts[1], { draftDelayMs: 12, params });
+    expect(r.spec.tokens).toHaveLength(N);
+    expect(r.spec.stats.streamedTokens).toBeGreaterThan(N * 0.5);
+    expect(r.spec.stats.targetPasses).toBe(r.spec.stats.rounds + 1 + r.spec.stats.streamedTokens);
+    // (the distribution itself is tested with a scripted mix of k = 0 and k > 0 in speculative.stat.test.ts)
+  });
+});
+
+describe('k = 0 arm: stopping', () => {
+  it('an abort during a stretch stops the emitted tokens at once', async () => {
+    const clock = new VirtualClock();
+    const ac = new AbortController();
+    const link = new CostedTarget(new LocalTarget(pair.newTarget(N + 32)), clock, COST);
+    const r = await clock.run(() => speculate(new DelayedModel(pair.newDraft(N + 32), 12, clock), link, prompts[0], {
+      params: GREEDY, maxTokens: N, adaptive: true, clock, signal: ac.signal,
+      onToken: (e) => e.index === 39 && ac.abort(),
+    }));
+    expect(r.stopReason).toBe('abort');
+    // token 40 came from a stretch (the slow draft streams from its second decision on)
+    expect(r.provenance[39]).toBe('target');
+    expect(r.tokens).toHaveLength(40);
+  });
+});
+
+describe('KController: the k = 0 decision from injected costs', () => {
+  /**
+   * A controller that ran 20 decisions against these costs: rounds at the k it chose (k = 1..4
+   * forced for the first 8, so the verify table has points), stretches when it chose 0 (each
+   * streamed token one decode step verifyMs(0) plus the queue time; the stretch pays the RTT once).
+   */
+  const fed = (o: { draftMs: number; verifyMs: (k: number) => number; rttMs?: number; queueMs?: number; accept: number; pipeline?: boolean }): KController => {
+    const c = new KController(8, 4, !!o.pipeline, true);
+    const q = o.queueMs ?? 0;
+    const rtt = o.rttMs ?? 0;
+    for (let i = 0; i < 20; i++) {
+      const chosen = c.choose();
+      const k = i < 8 && chosen > 0 ? 1 + (i % 4) : chosen;
+      if (k === 0) {
+        const n = c.stretchTokens();
+        const step = o.verifyMs(0) + q;
+        c.observeStretch(n, rtt + n * step, step);
+      } else {
+        c.observeRound(k, Math.round(o.accept * k), o.verifyMs(k) + rtt + q, o.verifyMs(k), { queueMs: q, batch: 4 });
+        c.observeDraft(o.draftMs);
+      }
+    }
+    return c;
+  };
+  const flat = (k: number): number => 10 + 0.2 * (k + 1);
+
+  it('streams when a draft step costs about a target step, drafts when it is cheap', () => {
+    expect(fed({ draftMs: 12, verifyMs: flat, accept: 0.8 }).choose()).toBe(0);
+    expect(fed({ draftMs: 0.5, verifyMs: flat, accept: 0.8 }).choose()).toBeGreaterThan(1);
+  });
+
+  it('streams when acceptance is poor even with a cheap draft; a compute-bound target (verify linear in k) streams too', () => {
+    expect(fed({ draftMs: 4, verifyMs: flat, accept: 0 }).choose()).toBe(0);
+    expect(fed({ draftMs: 2, verifyMs: (k) => 10 * (k + 1), accept: 0.8 }).choose()).toBe(0);
+  });
+
+  it('server load (queue time per pass) tips a losing draft back to speculating: every stream step queues, a round once per τ tokens', () => {
+    const o = { draftMs: 10, verifyMs: flat, accept: 0.8 };
+    expect(fed(o).choose()).toBe(0);
+    expect(fed({ ...o, queueMs: 30 }).choose()).toBeGreaterThan(0);
+  });
+
+  it('keeps probing while streaming, within the probe budget, and returns to drafting when the draft gets fast', () => {
+    const c = fed({ draftMs: 12, verifyMs: flat, accept: 0.8 });
+    const s = c.streamStepTime();
+    // count the streamed tokens between two probes (the first one may come early: fed() already streamed)
+    let streamed = 0;
+    let probes = 0;
+    let probeAt = -1;
+    let probeK = 0;
+    for (let i = 0; i < 400 && probeAt < 0; i++) {
+      const k = c.choose();
+      if (k > 0 && probes++ === 0) {
+        c.observeRound(k, Math.round(0.8 * k), flat(k), flat(k));
+        c.observeDraft(12);
+        streamed = 0;
+      } else if (k > 0) {
+        probeAt = streamed;
+        probeK = k;
+      }
+      else {
+        const n = c.stretchTokens();
+        c.observeStretch(n, n * s, s);
+        streamed += n;
+      }
+    }
+    expect(probeAt).toBeGreaterThan(0);
+    // the probe (at the best k, at most 2) has an expected loss (its round + the draft catching up,
+    // one 12 ms step − what streaming gives in that time) of at most the budget share of the streaming before it
+    expect(probeK).toBe(Math.min(c.best(), 2));
+    const loss = c.roundTime(probeK) + 12 + c.stretchFixedTime() - c.expectedTokens(probeK) * s;
+    expect(loss).toBeGreaterThan(0);
+    expect(loss).toBeLessThanOrEqual(PROBE_BUDGET * probeAt * s);
+    // and the probe is not put off much longer than that (one stretch at most)
+    expect(probeAt * s * PROBE_BUDGET).toBeLessThan(loss + STRETCH_MAX * s * PROBE_BUDGET);
+    // the probe finds a fast draft: drafting resumes
+    for (let i = 0; i < 6; i++) c.observeDraft(0.3);
+    c.observeRound(2, 2, flat(2), flat(2));
+    expect(c.choose()).toBeGreaterThan(0);
+  });
+});
