@@ -3,6 +3,13 @@
 // gateway-wide memory budget, and per-address counters. Kept apart from gateway.ts so the
 // rules can be read (and tested) in one place.
 
+/**
+ * The per-address and per-session rate limits switched off, for in-process benchmark gateways:
+ * every bench session connects from 127.0.0.1, so a per-address flood limit (2000 frames/s by
+ * default) would throttle the load generator itself, not a flooder. Memory and size limits stay.
+ */
+export const NO_RATE_LIMITS = { ratePerSec: 0, framesPerSec: 0, errorsPerSec: 0 } as const;
+
 /** A token bucket: `rate` per second, a burst of `burst`; may go negative to measure overuse. */
 export class TokenBucket {
   private level: number;

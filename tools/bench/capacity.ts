@@ -18,6 +18,7 @@ import { GREEDY, type SamplingParams, type SparseDist } from '../../src/engine/s
 import type { TargetLink, Verdict } from '../../src/engine/target-link.ts';
 import { RemoteTarget } from '../../src/protocol/client.ts';
 import { startGateway, type GatewayStats } from '../../server/gateway.ts';
+import { NO_RATE_LIMITS } from '../../server/limits.ts';
 import { createCpuVerifier } from '../../server/verifiers/cpu.ts';
 import type { Verifier } from '../../server/verifiers/types.ts';
 
@@ -258,7 +259,7 @@ interface BenchGateway {
 }
 
 async function inProcessGateway(verifier: Verifier, owns: boolean, sessions: number, o: CapacityOptions): Promise<BenchGateway> {
-  const g = await startGateway({ verifier, maxSessions: sessions * 2, maxSessionsPerConnection: sessions * 2, maxBatch: o.maxBatch ?? 16, batchWindowMs: o.batchWindowMs ?? 1, ratePerSec: 0, ownsVerifier: owns });
+  const g = await startGateway({ verifier, maxSessions: sessions * 2, maxSessionsPerConnection: sessions * 2, maxBatch: o.maxBatch ?? 16, batchWindowMs: o.batchWindowMs ?? 1, ...NO_RATE_LIMITS, ownsVerifier: owns });
   return { wsUrl: g.wsUrl, backend: verifier.info().backend, thread: false, stats: async () => g.stats(), close: () => g.close() };
 }
 

@@ -8,6 +8,7 @@
 
 import { basename } from 'node:path';
 import { startGateway } from '../../server/gateway.ts';
+import { NO_RATE_LIMITS } from '../../server/limits.ts';
 import { createCpuVerifier } from '../../server/verifiers/cpu.ts';
 import { loadTargetDir } from '../../server/verifiers/load.ts';
 import { RemoteTarget } from '../../src/protocol/client.ts';
@@ -37,7 +38,7 @@ export async function runOpenLatency(o: { sessions?: number; seconds?: number; t
   const dir = o.target ?? 'public/models/tiny-target';
   const m = await loadTargetDir(dir);
   const verifier = createCpuVerifier({ config: m.config, weights: m.weights, model: basename(dir), tokenizerHash: m.tokenizerHash, maxContext: 512, maxBatch: 64 });
-  const gw = await startGateway({ verifier, maxSessions: sessions + 8, maxBatch: 64, ratePerSec: 0 });
+  const gw = await startGateway({ verifier, maxSessions: sessions + 8, maxBatch: 64, ...NO_RATE_LIMITS });
   const openMs: number[] = [];
   let errors = 0;
   let firstError: string | null = null;
