@@ -16,6 +16,11 @@ test('the gateway killed and restarted mid-generation: generation resumes, outpu
     await waitFor(page, (s) => s.draft.status === 'ready' && s.gateway.status === 'connected');
     await setSetting(page, 'chat', 'temperature', '0');
     await setSetting(page, 'chat', 'maxTokens', '60');
+    // fixed k: every round pays the injected RTT below. Adaptive k may pick the k = 0 arm (the
+    // target streams alone), which delivers all 60 tokens in one round trip, and the run ends
+    // before the test sees it running (CI failure of 2026-12-02: the wait below timed out).
+    await setSetting(page, 'chat', 'adaptive', false);
+    await setSetting(page, 'chat', 'k', '4');
     // Reference: an uninterrupted greedy run.
     await sendChat(page, 'And it came to pass');
     const ref = await waitFor(page, (s) => s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null);
