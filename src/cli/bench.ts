@@ -13,10 +13,49 @@ interface Args {
   workingSetMiB: number | null;
   draftDelayMs: number | null;
   onlySlowDraft: boolean;
+  /** capacity suite */
+  verifier: string;
+  target: string | null;
+  draft: string | null;
+  sessions: number[];
+  seconds: number | null;
+  maxTokens: number | null;
+  k: number | null;
+  liveDraft: boolean;
+  sidecarCmd: string | null;
 }
+
+const BACKENDS = ['cpu', 'cpu-reference', 'webgpu', 'sidecar'] as const;
 
 const SUITES: Record<string, { summary: string; run: Suite }> = {
   spec: { summary: 'speculative decoding on the tiny pair: k sweep, RTT speedups, gateway capacity', run: async (a) => (await import('../../tools/bench/spec.ts')).runSpecBench({ quick: a.quick, draftDelayMs: a.draftDelayMs ?? undefined, onlySlowDraft: a.onlySlowDraft, log: (l) => console.error(l) }) },
+  capacity: {
+    summary: 'N concurrent sessions through an in-process gateway, speculative vs batched baseline (--verifier, --target, --sessions 1,4,16)',
+    run: async (a) => {
+      const { runCapacity, loadTinyPair } = await import('../../tools/bench/capacity.ts');
+      const { createTargetVerifier } = await import('../../server/verifiers/load.ts');
+      const { splitCommand } = await import('../../server/verifiers/sidecar.ts');
+      const log = (l: string) => console.error(l);
+      // prompts, tokenizer and the memo's local target come from the tiny pair; --target may be
+      // a padded copy of tiny-target (same tokenizer, same logits) served by any backend
+      const pair = await loadTinyPair(undefined, a.draft ?? undefined);
+      const runs = [];
+      for (const n of a.sessions) {
+        const verifier = await createTargetVerifier(a.verifier as (typeof BACKENDS)[number], a.target ?? 'public/models/tiny-target', {
+          maxContext: 256, maxBatch: Math.max(16, n), maxSessions: n * 2 + 1,
+          sidecarCmd: a.sidecarCmd ? splitCommand(a.sidecarCmd) : undefined, log,
+        });
+        try {
+          const v = verifier.info();
+          if (v.tokenizerHash && v.tokenizerHash !== pair.tokenizerHash) throw new BenchUsageError(`--target ${a.target} has another tokenizer than the tiny pair (hash ${v.tokenizerHash} vs ${pair.tokenizerHash})`);
+          runs.push(await runCapacity({ pair, verifier, sessions: n, seconds: a.seconds ?? 20, maxTokens: a.maxTokens ?? 32, k: a.k ?? 4, draft: a.liveDraft ? 'live' : 'memo', maxBatch: Math.max(16, n), log }));
+        } finally {
+          await verifier.dispose();
+        }
+      }
+      return { target: a.target ?? 'public/models/tiny-target', backend: a.verifier, runs };
+    },
+  },
   verify: {
     summary: 'one target pass per backend (cpu, cpu-reference, webgpu, sidecar) and shape, B sessions x T tokens',
     run: async (a) => (await import('../../tools/bench/verify.ts')).runVerifyBench({ quick: a.quick, log: (l) => console.error(l) }),
@@ -43,12 +82,21 @@ export class BenchUsageError extends Error {
 }
 
 const USAGE = `usage: duet bench <suite> [--json FILE] [--quick] [--formats f32,q4] [--no-engine] [--working-set-mib N] [--draft-delay-ms MS] [--only-slow-draft]
+       duet bench capacity [--verifier cpu|cpu-reference|webgpu|sidecar] [--target DIR] [--draft DIR] [--sessions 1,4,16] [--seconds S] [--max-tokens N] [--k N] [--live-draft] [--sidecar-cmd CMD] [--json FILE]
 suites:
 ${Object.entries(SUITES).map(([n, s]) => `  ${n.padEnd(10)} ${s.summary}`).join('\n')}
 Progress goes to stderr; the result JSON to FILE (or stdout without --json).`;
 
 function parse(argv: string[]): Args {
-  const a: Args = { quick: false, json: null, formats: null, noEngine: false, workingSetMiB: null, draftDelayMs: null, onlySlowDraft: false };
+  const a: Args = {
+    quick: false, json: null, formats: null, noEngine: false, workingSetMiB: null, draftDelayMs: null, onlySlowDraft: false,
+    verifier: 'cpu', target: null, draft: null, sessions: [1, 4, 16], seconds: null, maxTokens: null, k: null, liveDraft: false, sidecarCmd: null,
+  };
+  const positive = (k: string, v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new BenchUsageError(`${k} must be a whole number >= 1, got "${v}"`);
+    return n;
+  };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const val = (): string => {
@@ -61,6 +109,17 @@ function parse(argv: string[]): Args {
     else if (k === '--formats') a.formats = val().split(',').filter(Boolean);
     else if (k === '--no-engine') a.noEngine = true;
     else if (k === '--only-slow-draft') a.onlySlowDraft = true;
+    else if (k === '--verifier') {
+      a.verifier = val();
+      if (!(BACKENDS as readonly string[]).includes(a.verifier)) throw new BenchUsageError(`--verifier must be one of ${BACKENDS.join(', ')}, got "${a.verifier}"`);
+    } else if (k === '--target') a.target = val();
+    else if (k === '--draft') a.draft = val();
+    else if (k === '--sessions') a.sessions = val().split(',').filter(Boolean).map((x) => positive(k, x));
+    else if (k === '--seconds') a.seconds = positive(k, val());
+    else if (k === '--max-tokens') a.maxTokens = positive(k, val());
+    else if (k === '--k') a.k = positive(k, val());
+    else if (k === '--live-draft') a.liveDraft = true;
+    else if (k === '--sidecar-cmd') a.sidecarCmd = val();
     else if (k === '--draft-delay-ms') {
       // spec suite: injected ms per draft forward in its slowDraft section (default one target step)
       a.draftDelayMs = Number(val());

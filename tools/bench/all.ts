@@ -115,8 +115,8 @@ export async function runAll(o: AllOptions): Promise<AllResults> {
     schema: 'duet-bench-all/1', date: new Date().toISOString(), quick, machine,
     adapters: {
       webgpu: data<{ adapter: string }>(sections.kernels)?.adapter ?? null,
-      spec: 'CPU reference (TypeScript), draft and target in one process',
-      capacity: `${o.verifier ?? 'cpu'} verifier behind the gateway, CPU-reference drafts`,
+      spec: `${data<{ engine?: string }>(sections.spec)?.engine === 'batch' ? 'batched CPU engine (CpuBatchLlama, WASM SIMD)' : 'CPU reference (TypeScript)'}, draft and target in one process`,
+      capacity: `${o.verifier ?? 'cpu'} verifier behind the gateway, ${data<{ draft?: string }[]>(sections.capacity)?.[0]?.draft === 'memo' ? 'drafts from one shared memo of tiny-draft\'s logits' : 'one draft per session'}`,
       browser: data<{ adapter: string | null }>(sections.loadtime)?.adapter ?? null,
     },
     config: { rttMs, sessions, capacitySeconds, capacityMaxTokens },

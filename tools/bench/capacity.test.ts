@@ -6,9 +6,10 @@ import { randomPrompts, tinyPair } from '../../src/engine/spec-fixtures.ts';
 import { runCapacity } from './capacity.ts';
 
 describe('runCapacity', () => {
+  const p = tinyPair({ seed: 4, noise: 0.2, config: { hiddenSize: 32, intermediateSize: 67, numHeads: 2, numKvHeads: 1, headDim: 16, vocabSize: 263 } });
+  const pair = { name: 'tiny-random', config: p.config, target: p.target, draftConfig: p.config, draft: p.draft, tokenizerHash: 'h', prompts: randomPrompts(8, 263, 1, 6, [2]), eosTokenIds: [] };
+
   it('runs concurrent speculative and baseline sessions through an in-process gateway', async () => {
-    const p = tinyPair({ seed: 4, noise: 0.2, config: { hiddenSize: 32, intermediateSize: 67, numHeads: 2, numKvHeads: 1, headDim: 16, vocabSize: 263 } });
-    const pair = { name: 'tiny-random', config: p.config, target: p.target, draftConfig: p.config, draft: p.draft, tokenizerHash: 'h', prompts: randomPrompts(8, 263, 1, 6, [2]), eosTokenIds: [] };
     const r = await runCapacity({ pair, sessions: 6, seconds: 1, maxTokens: 12, k: 3 });
     expect(r.results.map((x) => x.mode)).toEqual(['speculative', 'baseline']);
     for (const m of r.results) {
@@ -27,5 +28,21 @@ describe('runCapacity', () => {
     expect(spec.targetPasses).toBe(spec.generations + spec.latencyMs.n);
     expect(spec.targetPassesPerToken).toBeLessThanOrEqual(1);
     expect(spec.meanBatch).toBeGreaterThan(1);
+    // drafts came from the shared memo (filled before the window); a miss would run the real draft
+    expect(r.draft).toBe('memo');
+    expect(r.memoWarmupMs).toBeGreaterThan(0);
+    expect(spec.draftMemo!.hits).toBeGreaterThan(spec.draftMemo!.misses);
+    expect(base.draftMemo).toBeNull();
+  });
+
+  it("draft: 'live' runs a real draft per session, with the same accounting", async () => {
+    const r = await runCapacity({ pair, sessions: 3, seconds: 1, maxTokens: 12, k: 3, modes: ['speculative'], draft: 'live' });
+    const [spec] = r.results;
+    expect(r.draft).toBe('live');
+    expect(r.memoWarmupMs).toBeNull();
+    expect(spec.errors, spec.errorSamples.join('\n')).toBe(0);
+    expect(spec.draftMemo).toBeNull();
+    expect(spec.generations).toBeGreaterThanOrEqual(3);
+    expect(spec.targetPasses).toBe(spec.generations + spec.latencyMs.n);
   });
 });

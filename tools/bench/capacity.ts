@@ -1,22 +1,28 @@
-// Gateway capacity benchmark: N concurrent headless sessions (draft in-process on the CPU
-// reference, target behind an in-process gateway reached over real loopback WebSockets)
-// generate for a fixed time, speculative and baseline. Reports errors, verify latency
-// p50/p99 as the client sees it (queue + batch forward + loopback), mean batch size, target
-// passes per generated token and tok/s per session and in total, as JSON.
-// Everything shares this machine's cores (drafts, gateway, verifier), so the numbers describe
-// the whole system on one box, not the gateway alone.
+// Gateway capacity benchmark: N concurrent headless sessions (target behind an in-process
+// gateway reached over real loopback WebSockets) generate for a fixed time, speculative and
+// baseline. Reports errors, verify latency p50/p99 as the client sees it (queue + batch forward
+// + loopback), mean batch size, target passes per generated token and tok/s per session and in
+// total, as JSON.
+// Drafts: in a deployment each browser runs its own; here N drafts on one core would bound the
+// run by the drafting, not by the server. By default (`draft: 'memo'`) the sessions share one
+// memo of tiny-draft's logits per token sequence (tools/bench/memo-draft.ts), filled before the
+// timed window by one greedy pass per prompt against a local copy of the target: proposals are
+// the real draft's, only its compute is shared, and each mode reports its memo misses (a miss
+// runs the real draft). `draft: 'live'` runs one draft per session (batched CPU engine) instead.
 
 import { basename, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { readFileSync, existsSync } from 'node:fs';
 import type { LlamaConfig } from '../../src/engine/config.ts';
 import type { LlamaWeights } from '../../src/engine/weights.ts';
-import { CpuLlama } from '../../src/engine/reference.ts';
+import { CpuBatchLlama, CpuBatchSession } from '../../src/engine/cpu-batch.ts';
 import { speculate, baseline } from '../../src/engine/speculative.ts';
 import { SpecTally } from '../../src/engine/tally.ts';
 import { GREEDY, type SamplingParams, type SparseDist } from '../../src/engine/sampling.ts';
 import type { TargetLink, Verdict } from '../../src/engine/target-link.ts';
 import { RemoteTarget } from '../../src/protocol/client.ts';
+import { LocalTarget } from '../../src/engine/local-target.ts';
+import { DraftMemo } from './memo-draft.ts';
 import { startGateway, type GatewayStats } from '../../server/gateway.ts';
 import { NO_RATE_LIMITS } from '../../server/limits.ts';
 import { createCpuVerifier } from '../../server/verifiers/cpu.ts';
@@ -57,6 +63,8 @@ export interface CapacityOptions {
    */
   gatewayThread?: boolean;
   params?: SamplingParams;
+  /** 'memo' (default): drafts share a memo of the real draft's logits; 'live': a real draft per session. */
+  draft?: 'memo' | 'live';
   log?: (line: string) => void;
 }
 
@@ -86,6 +94,8 @@ export interface CapacityModeReport {
   maxBatch: number;
   verifierCalls: number;
   acceptanceRate: number | null;
+  /** Speculative with memo drafts: draft positions served from the memo vs run on the real draft. */
+  draftMemo: { hits: number; misses: number } | null;
   tokPerSecTotal: number;
   tokPerSecPerSession: { mean: number; min: number; max: number };
 }
@@ -95,6 +105,9 @@ export interface CapacityReport {
   verifier: string;
   k: number | 'adaptive';
   maxTokens: number;
+  draft: 'memo' | 'live';
+  /** memo drafts: how long filling the memo took (one greedy pass per prompt, local target). */
+  memoWarmupMs: number | null;
   results: CapacityModeReport[];
 }
 
@@ -165,11 +178,31 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
     ? await inProcessGateway(o.verifier ?? createCpuVerifier({ config: pair.config, weights: pair.target, model: pair.name, tokenizerHash: pair.tokenizerHash, maxContext: ctxLen, maxBatch: o.maxBatch ?? 16 }), !o.verifier, sessions, o)
     : await threadGateway(pair, ctxLen, sessions, o);
   const params = o.params ?? GREEDY;
+  const draftKind = o.draft ?? 'memo';
+  // drafts on the batched CPU engine (the library's CPU draft): one engine, a KV cache per session
+  const draftEngine = new CpuBatchLlama(pair.draftConfig, pair.draft, ctxLen);
+  const newDraft = () => new CpuBatchSession(draftEngine);
+  const memo = draftKind === 'memo' ? new DraftMemo(pair.draftConfig, ctxLen, newDraft) : null;
+  let memoWarmupMs: number | null = null;
   const results: CapacityModeReport[] = [];
   try {
+    if (memo && (o.modes ?? ['speculative']).includes('speculative')) {
+      // fill the memo along each prompt's trajectory against a local copy of the target (the
+      // same logits as the verifier's up to rounding; where they differ the run misses and says so)
+      const t0 = now();
+      const local = new CpuBatchSession(new CpuBatchLlama(pair.config, pair.target, ctxLen));
+      for (const prompt of pair.prompts) {
+        const d = memo.session();
+        await speculate(d, new LocalTarget(local), prompt, { params, maxTokens, k: o.k ?? 4, adaptive: o.adaptive, eosTokenIds: pair.eosTokenIds });
+        d.dispose();
+      }
+      memoWarmupMs = now() - t0;
+      log(`capacity: draft memo filled in ${(memoWarmupMs / 1000).toFixed(1)} s (${memo.rows.size} rows, ${(memo.bytes / 2 ** 20).toFixed(0)} MiB)`);
+    }
     for (const mode of o.modes ?? ['speculative', 'baseline']) {
       log(`capacity: ${mode}, ${sessions} sessions for ${seconds} s`);
       const s0 = await gateway.stats();
+      memo?.resetCounts();
       const latency: number[] = [];
       const perSession: number[] = [];
       const errorSamples: string[] = [];
@@ -184,7 +217,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
       const stopped: (() => void)[] = [];
       stop.signal.addEventListener('abort', () => stopped.forEach((f) => f()));
       await Promise.all(Array.from({ length: sessions }, async (_, i) => {
-        const draft = new CpuLlama(pair.draftConfig, pair.draft, ctxLen);
+        const draft = memo ? memo.session() : newDraft();
         let mine = 0;
         let g = 0;
         while (now() < deadline && !stop.signal.aborted) {
@@ -221,6 +254,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
         }
         tally.add({ tokens: mine });
         perSession.push(mine);
+        draft.dispose();
       }));
       clearTimeout(stopTimer);
       const wallMs = now() - t0;
@@ -240,6 +274,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
         maxBatch: s1.maxBatchSeen,
         verifierCalls: batches,
         acceptanceRate: mode === 'speculative' && tally.drafted ? tally.acceptanceRate : null,
+        draftMemo: memo && mode === 'speculative' ? { hits: memo.hits, misses: memo.misses } : null,
         tokPerSecTotal: (tally.tokens * 1000) / wallMs,
         tokPerSecPerSession: { mean: rates.reduce((a, b) => a + b, 0) / Math.max(1, rates.length), min: Math.min(...rates), max: Math.max(...rates) },
       });
@@ -247,7 +282,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
   } finally {
     await gateway.close();
   }
-  return { model: pair.name, verifier: gateway.backend + (gateway.thread ? ' (gateway on a worker thread)' : ''), k: o.adaptive ? 'adaptive' : o.k ?? 4, maxTokens, results };
+  return { model: pair.name, verifier: gateway.backend + (gateway.thread ? ' (gateway on a worker thread)' : ''), k: o.adaptive ? 'adaptive' : o.k ?? 4, maxTokens, draft: draftKind, memoWarmupMs, results };
 }
 
 interface BenchGateway {

@@ -238,11 +238,11 @@ export function renderReport(r: AllResults): { markdown: string; figures: Figure
     for (const x of spec.rtt) L.push(`| ${x.rttMs} | ${x.pipeline} | ${n2(x.specTokPerSec)} | ${n2(x.baselineTokPerSec)} | ${n2(x.speedup)} | ${n2(x.tokensPerTargetPass)} | ${n2(x.meanK)} | ${n2(x.roundMs, 1)} | ${x.mismatches} |`);
     L.push('');
   }
-  L.push('## Gateway capacity', '', `Each point: N concurrent headless sessions for ${r.config.capacitySeconds} s per mode through an in-process gateway over loopback WebSockets (k = 4, greedy, ${r.config.capacityMaxTokens} tokens per generation). Speculative latency is the client-observed verify round; baseline latency is the gap between streamed tokens. Drafts, gateway and verifier share this machine's cores.`, '',
+  L.push('## Gateway capacity', '', `Each point: N concurrent headless sessions for ${r.config.capacitySeconds} s per mode through an in-process gateway over loopback WebSockets (k = 4, greedy, ${r.config.capacityMaxTokens} tokens per generation). Speculative latency is the client-observed verify round; baseline latency is the gap between streamed tokens. ${runs[0]?.draft === 'memo' ? `Drafts: in a deployment each browser drafts for itself, so here the sessions share one memo of tiny-draft's logits per token sequence, filled before the window (${n2((runs[0].memoWarmupMs ?? 0) / 1000, 1)} s) by one greedy pass per prompt against a local copy of the target; proposals are the real draft's, and a miss runs the real draft (misses per run in the table). Gateway and verifier share this machine's cores with the harness.` : 'Drafts (one per session), gateway and verifier share this machine\'s cores.'}`, '',
     img(by('capacity-tokps.svg')), '', img(by('capacity-passes.svg')), '', img(by('capacity-latency.svg')), '');
   if (runs.length) {
-    L.push('| sessions | mode | tok/s total | tok/s per session | passes / token | p50 ms | p99 ms | mean batch | errors |', '|---|---|---|---|---|---|---|---|---|');
-    for (const c of runs) for (const m of c.results) L.push(`| ${m.sessions} | ${m.mode} | ${n2(m.tokPerSecTotal)} | ${n2(m.tokPerSecPerSession.mean)} | ${n2(m.targetPassesPerToken, 3)} | ${n2(m.latencyMs.p50, 1)} | ${n2(m.latencyMs.p99, 1)} | ${n2(m.meanBatch)} | ${m.errors} |`);
+    L.push('| sessions | mode | tok/s total | tok/s per session | passes / token | p50 ms | p99 ms | mean batch | errors | draft memo misses |', '|---|---|---|---|---|---|---|---|---|---|');
+    for (const c of runs) for (const m of c.results) L.push(`| ${m.sessions} | ${m.mode} | ${n2(m.tokPerSecTotal)} | ${n2(m.tokPerSecPerSession.mean)} | ${n2(m.targetPassesPerToken, 3)} | ${n2(m.latencyMs.p50, 1)} | ${n2(m.latencyMs.p99, 1)} | ${n2(m.meanBatch)} | ${m.errors} | ${m.draftMemo ? `${m.draftMemo.misses} of ${m.draftMemo.hits + m.draftMemo.misses}` : '–'} |`);
     L.push('');
   } else L.push(why(r.sections.capacity), '');
   L.push('## Kernel bandwidth', '', img(by('kernels-ratio.svg')), '');
