@@ -65,12 +65,7 @@ export class MemoDraft implements CausalLM {
     for (let i = 0; i < tokens.length; i++) this.seq.push(tokens[i]);
     const n = tokens.length;
     const end = this.seq.length;
-    const keys: string[] = [];
-    let key = this.seq.slice(0, startPos).join(',');
-    for (let p = startPos; p < end; p++) {
-      key = p === 0 ? String(this.seq[0]) : `${key},${this.seq[p]}`;
-      keys.push(key);
-    }
+    const keys = prefixKeys(this.seq, startPos, end);
     const hit = keys.map((k) => this.memo.rows.get(k));
     if (hit.every((r) => r !== undefined)) {
       this.memo.hits += n;
@@ -86,12 +81,8 @@ export class MemoDraft implements CausalLM {
     const logits = await m.forward(this.seq.slice(c, end), c);
     this.innerSeq = this.seq.slice(0, end);
     const vocab = logits.length / (end - c);
-    // rows for positions c..end-1; store every one (the prefix rows were misses' by-product)
-    let k = c === 0 ? '' : this.seq.slice(0, c).join(',');
-    for (let p = c; p < end; p++) {
-      k = p === 0 ? String(this.seq[0]) : `${k},${this.seq[p]}`;
-      this.memo.put(k, logits.slice((p - c) * vocab, (p - c + 1) * vocab));
-    }
+    // store the rows of every position it ran (c..end-1), not only the asked ones
+    prefixKeys(this.seq, c, end).forEach((k, i) => this.memo.put(k, logits.slice(i * vocab, (i + 1) * vocab)));
     return logits.slice((startPos - c) * vocab);
   }
 
@@ -110,6 +101,17 @@ export class MemoDraft implements CausalLM {
     this.inner = null;
     this.innerSeq = [];
   }
+}
+
+/** The memo keys of positions from..to-1: the sequence up to and including each position. */
+function prefixKeys(seq: number[], from: number, to: number): string[] {
+  const keys: string[] = [];
+  let key = seq.slice(0, from).join(',');
+  for (let p = from; p < to; p++) {
+    key = p === 0 ? String(seq[0]) : `${key},${seq[p]}`;
+    keys.push(key);
+  }
+  return keys;
 }
 
 function concat(rows: Float32Array[]): Float32Array {
