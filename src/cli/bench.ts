@@ -53,7 +53,13 @@ const SUITES: Record<string, { summary: string; run: Suite }> = {
           await verifier.dispose();
         }
       }
-      return { target: a.target ?? 'public/models/tiny-target', backend: a.verifier, runs };
+      const { gitCommit } = await import('../../tools/bench/all.ts');
+      const { cpus, loadavg } = await import('node:os');
+      return {
+        suite: 'capacity', date: new Date().toISOString(), commit: gitCommit(),
+        machine: { cpu: cpus()[0]?.model.trim() ?? 'unknown CPU', cores: cpus().length, loadavgEnd: loadavg()[0] },
+        target: a.target ?? 'public/models/tiny-target', backend: a.verifier, runs,
+      };
     },
   },
   verify: {

@@ -42,7 +42,7 @@ function modelHashes(): Record<string, string> {
   return out;
 }
 
-function gitCommit(): string | null {
+export function gitCommit(): string | null {
   try {
     return execSync('git rev-parse --short HEAD', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || null;
   } catch {

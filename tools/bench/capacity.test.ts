@@ -4,6 +4,10 @@
 import { describe, expect, it } from 'vitest';
 import { randomPrompts, tinyPair } from '../../src/engine/spec-fixtures.ts';
 import { runCapacity } from './capacity.ts';
+import { BenchUsageError, run } from '../../src/cli/bench.ts';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 describe('runCapacity', () => {
   const p = tinyPair({ seed: 4, noise: 0.2, config: { hiddenSize: 32, intermediateSize: 67, numHeads: 2, numKvHeads: 1, headDim: 16, vocabSize: 263 } });
@@ -45,4 +49,19 @@ describe('runCapacity', () => {
     expect(spec.generations).toBeGreaterThanOrEqual(3);
     expect(spec.targetPasses).toBe(spec.generations + spec.latencyMs.n);
   });
+
+  it('duet bench capacity: one short run on the bundled pair writes JSON with its provenance; bad options are usage errors', async () => {
+    await expect(run(['capacity', '--verifier', 'gpu'])).rejects.toThrow(BenchUsageError);
+    await expect(run(['capacity', '--sessions', '1,0'])).rejects.toThrow(/whole number/);
+    const out = join(mkdtempSync(join(tmpdir(), 'duet-cap-')), 'cap.json');
+    expect(await run(['capacity', '--sessions', '2', '--seconds', '1', '--max-tokens', '6', '--json', out])).toBe(0);
+    const r = JSON.parse(readFileSync(out, 'utf8'));
+    expect(r.suite).toBe('capacity');
+    expect(r.backend).toBe('cpu');
+    expect(typeof r.date).toBe('string');
+    expect(r.machine.cores).toBeGreaterThan(0);
+    expect(r.runs).toHaveLength(1);
+    expect(r.runs[0].results.map((m: { mode: string }) => m.mode)).toEqual(['speculative', 'baseline']);
+    for (const m of r.runs[0].results) expect(m.errors, m.errorSamples.join('\n')).toBe(0);
+  }, 120_000);
 });
