@@ -39,19 +39,21 @@ const SUITES: Record<string, { summary: string; run: Suite }> = {
       // prompts, tokenizer and the memo's local target come from the tiny pair; --target may be
       // a padded copy of tiny-target (same tokenizer, same logits) served by any backend
       const pair = await loadTinyPair(undefined, a.draft ?? undefined);
+      // one verifier (one model load) for every session count, sized for the largest
+      const most = Math.max(...a.sessions);
+      const verifier = await createTargetVerifier(a.verifier as (typeof BACKENDS)[number], a.target ?? 'public/models/tiny-target', {
+        maxContext: 256, maxBatch: Math.max(16, most), maxSessions: most * 2 + 1,
+        sidecarCmd: a.sidecarCmd ? splitCommand(a.sidecarCmd) : undefined, log,
+      });
       const runs = [];
-      for (const n of a.sessions) {
-        const verifier = await createTargetVerifier(a.verifier as (typeof BACKENDS)[number], a.target ?? 'public/models/tiny-target', {
-          maxContext: 256, maxBatch: Math.max(16, n), maxSessions: n * 2 + 1,
-          sidecarCmd: a.sidecarCmd ? splitCommand(a.sidecarCmd) : undefined, log,
-        });
-        try {
-          const v = verifier.info();
-          if (v.tokenizerHash && v.tokenizerHash !== pair.tokenizerHash) throw new BenchUsageError(`--target ${a.target} has another tokenizer than the tiny pair (hash ${v.tokenizerHash} vs ${pair.tokenizerHash})`);
+      try {
+        const v = verifier.info();
+        if (v.tokenizerHash && v.tokenizerHash !== pair.tokenizerHash) throw new BenchUsageError(`--target ${a.target} has another tokenizer than the tiny pair (hash ${v.tokenizerHash} vs ${pair.tokenizerHash})`);
+        for (const n of a.sessions) {
           runs.push(await runCapacity({ pair, verifier, sessions: n, seconds: a.seconds ?? 20, maxTokens: a.maxTokens ?? 32, k: a.k ?? 4, draft: a.liveDraft ? 'live' : 'memo', maxBatch: Math.max(16, n), log }));
-        } finally {
-          await verifier.dispose();
         }
+      } finally {
+        await verifier.dispose();
       }
       const { gitCommit } = await import('../../tools/bench/all.ts');
       const { cpus, loadavg } = await import('node:os');

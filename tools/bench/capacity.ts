@@ -179,6 +179,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
     : await threadGateway(pair, ctxLen, sessions, o);
   const params = o.params ?? GREEDY;
   const draftKind = o.draft ?? 'memo';
+  const modes = o.modes ?? ['speculative', 'baseline'];
   // drafts on the batched CPU engine (the library's CPU draft): one engine, a KV cache per session
   const draftEngine = new CpuBatchLlama(pair.draftConfig, pair.draft, ctxLen);
   const newDraft = () => new CpuBatchSession(draftEngine);
@@ -186,7 +187,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
   let memoWarmupMs: number | null = null;
   const results: CapacityModeReport[] = [];
   try {
-    if (memo && (o.modes ?? ['speculative']).includes('speculative')) {
+    if (memo && modes.includes('speculative')) {
       // fill the memo along each prompt's trajectory against a local copy of the target (the
       // same logits as the verifier's up to rounding; where they differ the run misses and says so)
       const t0 = now();
@@ -199,7 +200,7 @@ export async function runCapacity(o: CapacityOptions = {}): Promise<CapacityRepo
       memoWarmupMs = now() - t0;
       log(`capacity: draft memo filled in ${(memoWarmupMs / 1000).toFixed(1)} s (${memo.rows.size} rows, ${(memo.bytes / 2 ** 20).toFixed(0)} MiB)`);
     }
-    for (const mode of o.modes ?? ['speculative', 'baseline']) {
+    for (const mode of modes) {
       log(`capacity: ${mode}, ${sessions} sessions for ${seconds} s`);
       const s0 = await gateway.stats();
       memo?.resetCounts();
