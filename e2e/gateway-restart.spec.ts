@@ -37,7 +37,8 @@ test('the gateway killed and restarted mid-generation: generation resumes, outpu
     await stopGateway(gw);
     await waitFor(page, (s) => s.gateway.status === 'reconnecting' || s.gateway.status === 'error');
     gw = await startGateway(PORT);
-    const s = await waitFor(page, (s) => s.chat.messages === 2 && !s.chat.running && s.chat.lastDone !== null, 120_000);
+    // ends either way: a failed run shows its error here instead of a bare timeout
+    const s = await waitFor(page, (s) => s.chat.messages === 2 && !s.chat.running && (s.chat.lastDone !== null || s.chat.lastError !== null), 120_000);
     expect(s.chat.lastError).toBeNull();
     expect(s.chat.lastText).toBe(ref.chat.lastText);
     expect(s.gateway.status).toBe('connected');

@@ -20,7 +20,7 @@ import { createHttpHandler } from './http.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { createOpenAiApi, type TextModel } from './openai.ts';
 import { AddressBuckets, AddressCounter, QUEUED_MESSAGE_OVERHEAD, SendBudget, TokenBucket } from './limits.ts';
-import { checkUpgrade, refuseUpgrade, tokenAccepted, type UpgradePolicy } from './upgrade.ts';
+import { checkUpgrade, checkUpgradeFor, refuseUpgrade, tokenAccepted, type UpgradePolicy } from './upgrade.ts';
 import type { Verifier } from './verifiers/types.ts';
 
 export interface GatewayOptions {
@@ -352,6 +352,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const h = health();
       return { status: h.status === 'ready' ? 200 : 503, body: h };
     },
+    upgradeCheck: (req, url) => checkUpgradeFor(req, url, upgradePolicy),
   });
   const http: Server = createServer((req, res) => (api.owns(req) ? api.handle(req, res) : httpHandler(req, res)));
   // UTF-8 is checked here (decodeText) so invalid text gets a typed BAD_FRAME instead of ws's bare close 1007

@@ -1,12 +1,14 @@
 // The gateway's HTTP side: the built web app (dist/), `/models/...` from a local models
 // folder with byte-range support (the browser's URL loader fetches safetensors in ranges),
-// `GET /api/info` (JSON: target model, verifier, tokenizer hash, limits) and `GET /health`
-// (200 ready / 503 loading or draining, for load balancers and orchestrators).
+// `GET /api/info` (JSON: target model, verifier, tokenizer hash, limits), `GET /health`
+// (200 ready / 503 loading or draining, for load balancers and orchestrators) and
+// `GET /api/upgrade-check` (why a browser's WebSocket upgrade would be refused).
 //
-// /api/info and /models need no token even on a --token gateway, on purpose: the token guards
-// the target's compute (the WebSocket); /api/info is what a browser reads to explain a refused
-// upgrade and /models holds the public weights the page loads before it can connect. Keep
-// private weights out of --models-dir (or put auth in the proxy in front, deploy/).
+// /api/info, /api/upgrade-check and /models need no token even on a --token gateway, on
+// purpose: the token guards the target's compute (the WebSocket); /api/upgrade-check is what a
+// browser reads to explain a refused upgrade, and /models holds the public weights the page
+// loads before it can connect. Keep private weights out of --models-dir (or put auth in the
+// proxy in front, deploy/).
 
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -39,6 +41,11 @@ export interface HttpOptions {
   fallback?: (req: IncomingMessage, res: ServerResponse) => void;
   /** Origins allowed to fetch /api/info and /models cross-origin (e.g. the Vite dev server). */
   allowOrigins: string[];
+  /**
+   * GET /api/upgrade-check?origin=O&token=T: would a WebSocket upgrade from page origin O with
+   * token T be taken now? 101 = yes, else the HTTP status the upgrade would get and why.
+   */
+  upgradeCheck?: (req: IncomingMessage, url: URL) => { status: number; message: string };
 }
 
 /** Resolve `rel` inside `root`, or null if it escapes it. */
@@ -149,6 +156,14 @@ export function createHttpHandler(o: HttpOptions): (req: IncomingMessage, res: S
       res.setHeader('Cache-Control', 'no-cache');
       for (const [k, v] of Object.entries(cors)) res.setHeader(k, v);
       return send(res, 200, JSON.stringify(o.info(), null, 2) + '\n', TYPES['.json']);
+    }
+    if (pathname === '/api/upgrade-check' && o.upgradeCheck) {
+      // A browser hides why an upgrade failed (close 1006 whatever the status): the page asks
+      // here. Any origin may read the answer: it tells a refused page only what the refusal
+      // said (the upgrade itself answers the same question for a token).
+      const r = o.upgradeCheck(req, new URL(req.url ?? '/', 'http://gateway'));
+      res.setHeader('Access-Control-Allow-Origin', '*');
+      return send(res, 200, JSON.stringify({ admit: r.status === 101, status: r.status, message: r.message }) + '\n', TYPES['.json']);
     }
     if (pathname.startsWith('/models/') && o.modelsDir) {
       const p = inside(o.modelsDir, pathname.slice('/models/'.length));

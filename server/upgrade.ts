@@ -61,7 +61,7 @@ export function bearerToken(authorization: string | undefined): string | null {
 }
 
 /** The token offered on the upgrade: `?token=` or `Authorization: Bearer`. */
-export function offeredToken(req: IncomingMessage, url: URL): string | null {
+export function offeredToken(req: UpgradeRequest, url: URL): string | null {
   return url.searchParams.get('token') ?? bearerToken(req.headers.authorization);
 }
 
@@ -80,7 +80,7 @@ export function tokenAccepted(given: string | null, expected: string | undefined
  * The client address a request counts against. A request from a trusted proxy (e.g. the
  * nginx in deploy/) is attributed to the nearest untrusted address in X-Forwarded-For.
  */
-export function clientAddress(req: IncomingMessage, trustedProxies: readonly string[]): string {
+export function clientAddress(req: UpgradeRequest, trustedProxies: readonly string[]): string {
   const peer = normalize(req.socket.remoteAddress ?? 'unknown');
   if (!trustedProxies.includes(peer)) return peer;
   const xff = req.headers['x-forwarded-for'];
@@ -111,6 +111,9 @@ export interface UpgradePolicy {
   maxConnectionsPerAddress: number;
 }
 
+/** The parts of an upgrade request the checks read. */
+export type UpgradeRequest = Pick<IncomingMessage, 'url' | 'headers' | 'socket'>;
+
 /** An HTTP answer that refuses the upgrade. */
 export interface UpgradeRefusal {
   status: number;
@@ -119,7 +122,7 @@ export interface UpgradeRefusal {
 }
 
 /** The upgrade's verdict: the client address to count the connection against, or a refusal. */
-export function checkUpgrade(req: IncomingMessage, p: UpgradePolicy): { addr: string } | { refuse: UpgradeRefusal } {
+export function checkUpgrade(req: UpgradeRequest, p: UpgradePolicy): { addr: string } | { refuse: UpgradeRefusal } {
   const refuse = (status: number, text: string, body: string) => ({ refuse: { status, text, body } });
   let url: URL;
   try {
@@ -139,6 +142,18 @@ export function checkUpgrade(req: IncomingMessage, p: UpgradePolicy): { addr: st
 }
 
 /** Answer a refused upgrade on the raw socket and close it. */
+/**
+ * checkUpgrade for GET /api/upgrade-check?origin=O&token=T: the upgrade a page at origin O
+ * offering token T would make from this request's address. 101 = it would be taken.
+ */
+export function checkUpgradeFor(req: IncomingMessage, query: URL, p: UpgradePolicy): { status: number; message: string } {
+  const token = query.searchParams.get('token');
+  const origin = query.searchParams.get('origin') ?? req.headers.origin;
+  const headers = { ...req.headers, origin: origin || undefined };
+  const verdict = checkUpgrade({ url: p.path + (token !== null ? `?token=${encodeURIComponent(token)}` : ''), headers, socket: req.socket }, p);
+  return 'refuse' in verdict ? { status: verdict.refuse.status, message: verdict.refuse.body.trim() } : { status: 101, message: 'the upgrade would be taken' };
+}
+
 export function refuseUpgrade(socket: Socket, r: UpgradeRefusal): void {
   socket.end(`HTTP/1.1 ${r.status} ${r.text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(r.body)}\r\n\r\n${r.body}`);
 }

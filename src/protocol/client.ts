@@ -310,15 +310,16 @@ export class RemoteTarget implements TargetLink {
         if (!opened) {
           // Only a browser hides the HTTP status of a refused upgrade; npm `ws` reported it above.
           const isBrowserSocket = typeof (ws as unknown as { on?: unknown }).on !== 'function';
-          const why = refusedStatus !== null ? Promise.resolve(refusalError(refusedStatus, url))
-            : isBrowserSocket && !this.closedByUser && ev.code === 1006 ? probeRefusal(url) : Promise.resolve(null);
-          void why.then((r) => {
+          const status = refusedStatus !== null ? Promise.resolve<number | null>(refusedStatus)
+            : isBrowserSocket && !this.closedByUser && ev.code === 1006 ? probeUpgrade(url) : Promise.resolve(null);
+          void status.then((st) => {
+            const r = st === null ? null : refusalError(st, url);
             if (r) {
               this.fatal = r;
               reject(r);
-            } else reject(new Disconnected(refusedStatus === 503
+            } else reject(new Disconnected(st === 503
               ? `the gateway at ${stripToken(url)} is full or draining (HTTP 503)`
-              : `cannot connect to ${stripToken(url)} (${refusedStatus ?? ev.code})`));
+              : `cannot connect to ${stripToken(url)} (${st !== null && st !== 101 ? st : ev.code})`));
           });
         }
       };
@@ -419,20 +420,29 @@ function refusalError(status: number, url: string): ProtocolError | null {
 }
 
 /**
- * A browser hides why an upgrade failed; ask /api/info: if the gateway answers, the refusal
- * was auth (when it requires a token) or origin.
+ * A browser hides why an upgrade failed (close 1006 whatever the status): ask the gateway's
+ * GET /api/upgrade-check what it would answer an upgrade from this page's origin with this
+ * token. The HTTP status the upgrade would get (101: it would be taken now, e.g. the gateway
+ * has just come back), or null when nothing answers (down, or a gateway without the check):
+ * both are retried. Only an explicit 401 or 403 from the check is final — guessing from "the
+ * gateway answers HTTP" called a restarting or full gateway an origin refusal.
  */
-async function probeRefusal(url: string): Promise<ProtocolError | null> {
+async function probeUpgrade(url: string): Promise<number | null> {
   if (typeof fetch !== 'function') return null;
   try {
-    const u = new URL(url);
-    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
-    u.pathname = '/api/info';
+    const ws = new URL(url);
+    const u = new URL(ws.href);
+    u.protocol = ws.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = '/api/upgrade-check';
     u.search = '';
-    const res = await fetch(u.toString());
+    const origin = (globalThis as { location?: { origin?: string } }).location?.origin;
+    if (origin && origin !== 'null') u.searchParams.set('origin', origin);
+    const token = ws.searchParams.get('token');
+    if (token !== null) u.searchParams.set('token', token);
+    const res = await fetch(u.toString(), { cache: 'no-store' });
     if (!res.ok) return null;
-    const info = (await res.json()) as { auth?: boolean };
-    return refusalError(info.auth ? 401 : 403, url);
+    const r = (await res.json()) as { status?: unknown };
+    return typeof r.status === 'number' ? r.status : null;
   } catch {
     return null;
   }
