@@ -3,7 +3,7 @@
 // output equals an uninterrupted run's. This spec runs its own gateway so it can kill it.
 
 import { test, expect } from '@playwright/test';
-import { sendChat, setSetting, waitFor, watchConsole, expectNoConsoleErrors, startGateway, stopGateway } from './helpers.ts';
+import { sendChat, setSetting, snapshot, waitFor, watchConsole, expectNoConsoleErrors, startGateway, stopGateway } from './helpers.ts';
 
 const PORT = Number(process.env.DUET_E2E_RESTART_PORT ?? 4318);
 
@@ -34,12 +34,36 @@ test('the gateway killed and restarted mid-generation: generation resumes, outpu
     await page.getByRole('tab', { name: 'Chat' }).click();
     await sendChat(page, 'And it came to pass');
     await waitFor(page, (s) => s.chat.messages === 2 && s.chat.running && (s.chat.lastStats?.tokens ?? 0) >= 4);
-    await stopGateway(gw);
-    await waitFor(page, (s) => s.gateway.status === 'reconnecting' || s.gateway.status === 'error');
-    gw = await startGateway(PORT);
-    // ends either way: a failed run shows its error here instead of a bare timeout
-    const s = await waitFor(page, (s) => s.chat.messages === 2 && !s.chat.running && (s.chat.lastDone !== null || s.chat.lastError !== null), 120_000);
-    expect(s.chat.lastError).toBeNull();
+    // a trail of what the page showed from the kill on, printed if the run does not end well
+    const trail: string[] = [];
+    const t0 = Date.now();
+    let tracing = true;
+    const trace = (async () => {
+      let last = '';
+      while (tracing) {
+        const s = await snapshot(page).catch(() => null);
+        const line = s ? `gateway ${s.gateway.status} "${s.gateway.detail}", running ${s.chat.running}, tokens ${s.chat.lastStats?.tokens ?? 0}, done ${s.chat.lastDone}, error ${s.chat.lastError ? `${s.chat.lastError.code}: ${s.chat.lastError.message}` : 'none'}` : 'no snapshot';
+        if (line !== last) trail.push(`+${Date.now() - t0} ms: ${line}`);
+        last = line;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    let s: Awaited<ReturnType<typeof snapshot>>;
+    try {
+      await stopGateway(gw);
+      trail.push(`+${Date.now() - t0} ms: gateway killed`);
+      await waitFor(page, (s) => s.gateway.status === 'reconnecting' || s.gateway.status === 'error');
+      gw = await startGateway(PORT);
+      trail.push(`+${Date.now() - t0} ms: gateway answers /api/info again`);
+      // ends either way: a failed run shows its error here instead of a bare timeout
+      s = await waitFor(page, (s) => s.chat.messages === 2 && !s.chat.running && (s.chat.lastDone !== null || s.chat.lastError !== null), 120_000);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\nwhat the page showed from the kill on:\n${trail.join('\n')}`);
+    } finally {
+      tracing = false;
+      await trace;
+    }
+    expect(s.chat.lastError, `the resumed run failed; what the page showed:\n${trail.join('\n')}`).toBeNull();
     expect(s.chat.lastText).toBe(ref.chat.lastText);
     expect(s.gateway.status).toBe('connected');
   } finally {
