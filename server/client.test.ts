@@ -50,6 +50,21 @@ describe('RemoteTarget', () => {
     await link.close();
   });
 
+  it('open() reports the link round trip (its hello, injected RTT included) and the gateway\'s prefill time', async () => {
+    const link = remote(t.gateway, { rttMs: 40 });
+    const r = await link.open([1, 2, 3], GREEDY);
+    expect(r.rttMs).toBeGreaterThanOrEqual(40 - 1); // both injected halves (timer rounding)
+    expect(r.rttMs).toBe(link.rttMs);
+    expect(r.prefillMs).toBeGreaterThanOrEqual(0);
+    expect(Number.isFinite(r.prefillMs)).toBe(true);
+    await link.close();
+    const near = remote(t.gateway);
+    const n = await near.open([1, 2, 3], GREEDY);
+    expect(n.rttMs).toBeGreaterThanOrEqual(0);
+    expect(Number.isFinite(n.rttMs)).toBe(true);
+    await near.close();
+  });
+
   it('close() during a baseline stream ends it with the tokens received so far', async () => {
     const link = remote(t.gateway);
     await link.open([7, 8], GREEDY);

@@ -9,7 +9,7 @@
 
 import type { CausalLM } from './model.ts';
 import { Rng, STREAM_TARGET, sampleRow, validateSampling, type SamplingParams, type SparseDist } from './sampling.ts';
-import type { TargetLink, Verdict } from './target-link.ts';
+import type { Opened, TargetLink, Verdict } from './target-link.ts';
 import { acceptBlock, VerifyInputError } from './accept.ts';
 
 export class TargetStateError extends Error {
@@ -59,13 +59,15 @@ export class LocalTarget implements TargetLink {
     return this.rng.getState();
   }
 
-  async open(promptTokens: number[], sampling: SamplingParams): Promise<{ firstToken: number }> {
+  async open(promptTokens: number[], sampling: SamplingParams): Promise<Opened> {
     const { tokens } = this.prepareOpen(promptTokens, sampling);
     const vocab = this.model.config.vocabSize;
+    const t0 = now();
     const last = this.model.forwardLast
       ? await this.model.forwardLast(tokens, 0)
       : (await this.model.forward(tokens, 0)).subarray((tokens.length - 1) * vocab);
-    return { firstToken: this.applyOpen(last) };
+    const prefillMs = now() - t0;
+    return { firstToken: this.applyOpen(last), prefillMs, rttMs: 0 };
   }
 
   /**

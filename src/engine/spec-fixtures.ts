@@ -8,7 +8,7 @@ import { type LlamaWeights, mulberry32, randomWeights } from './weights.ts';
 import { CpuLlama } from './reference.ts';
 import { argmax, type SamplingParams, type SparseDist } from './sampling.ts';
 import type { Clock } from './clock.ts';
-import type { TargetLink, Verdict } from './target-link.ts';
+import type { Opened, TargetLink, Verdict } from './target-link.ts';
 
 export interface PairOptions {
   seed?: number;
@@ -101,9 +101,11 @@ export class CostedTarget implements TargetLink {
     return this.cost.fixedMs + this.cost.perPositionMs * positions + (this.cost.queueMs ?? 0);
   }
 
-  async open(prompt: number[], sampling: SamplingParams): Promise<{ firstToken: number }> {
-    await this.clock.sleep(this.cost.prefillMs ?? this.passMs(prompt.length));
-    return this.inner.open(prompt, sampling);
+  async open(prompt: number[], sampling: SamplingParams): Promise<Opened> {
+    const prefillMs = this.cost.prefillMs ?? this.passMs(prompt.length);
+    await this.clock.sleep(prefillMs);
+    const r = await this.inner.open(prompt, sampling);
+    return { ...r, prefillMs };
   }
 
   async verify(draft: number[], draftDists?: SparseDist[]): Promise<Verdict> {

@@ -31,10 +31,11 @@ interface Run {
   baseTokens: number[];
 }
 
-async function run(prompt: number[], o: { draftDelayMs: number; rttMs?: number; params?: SamplingParams; pipeline?: boolean; targetOnlyArm?: boolean; queueMs?: number }): Promise<Run> {
+async function run(prompt: number[], o: { draftDelayMs: number; rttMs?: number; params?: SamplingParams; pipeline?: boolean; targetOnlyArm?: boolean; queueMs?: number; cost?: typeof COST }): Promise<Run> {
   const clock = new VirtualClock();
+  const cost = o.cost ?? COST;
   const link = (): TargetLink => {
-    const costed = new CostedTarget(new LocalTarget(pair.newTarget(N + 32)), clock, { ...COST, queueMs: o.queueMs });
+    const costed = new CostedTarget(new LocalTarget(pair.newTarget(N + 32)), clock, { ...cost, queueMs: o.queueMs });
     return o.rttMs ? new DelayedLink(costed, o.rttMs, clock) : costed;
   };
   const params = o.params ?? GREEDY;
@@ -42,7 +43,7 @@ async function run(prompt: number[], o: { draftDelayMs: number; rttMs?: number; 
     params, maxTokens: N, adaptive: true, pipeline: o.pipeline, targetOnlyArm: o.targetOnlyArm, clock,
   }));
   const clockB = new VirtualClock();
-  const costedB = new CostedTarget(new LocalTarget(pair.newTarget(N + 32)), clockB, { ...COST, queueMs: o.queueMs });
+  const costedB = new CostedTarget(new LocalTarget(pair.newTarget(N + 32)), clockB, { ...cost, queueMs: o.queueMs });
   const linkB = o.rttMs ? new DelayedLink(costedB, o.rttMs, clockB) : costedB;
   const base = await clockB.run(() => baseline(linkB, prompt, { params, maxTokens: N, clock: clockB }));
   return { spec, specTokPerSec: spec.stats.tokPerSec, baseTokPerSec: base.tokPerSec, baseTokens: base.tokens };
@@ -82,6 +83,21 @@ describe('k = 0 arm end to end (virtual time, injected costs)', () => {
       // only the stream-cost probes (STRETCH_MIN tokens at the start and every 50 rounds)
       expect(r.spec.stats.streamedTokens, what).toBeLessThanOrEqual(N * 0.1);
       expect(r.specTokPerSec / r.baseTokPerSec, what).toBeGreaterThan(1.2);
+    }
+  });
+
+  it('a fast target behind a long round trip: streams from round 0 (open shows the RTT dominates) and keeps up with the baseline; at RTT 0 it drafts first', async () => {
+    // a 1.1 ms decode step, a 3 ms prefill, 50 ms RTT: one draft round costs ~45 streamed tokens
+    const FAST = { fixedMs: 1, perPositionMs: 0.1, prefillMs: 3 };
+    for (const [i, prompt] of prompts.entries()) {
+      const r = await run(prompt, { draftDelayMs: 0.5, rttMs: 50, cost: FAST, pipeline: i % 2 === 1 });
+      const what = `prompt ${i}: ${r.specTokPerSec.toFixed(1)} vs ${r.baseTokPerSec.toFixed(1)} tok/s, k ${r.spec.kHistory.join(',')}`;
+      expect(r.spec.tokens, what).toEqual(r.baseTokens);
+      expect(r.spec.kHistory[0], what).toBe(0);
+      expect(r.specTokPerSec / r.baseTokPerSec, what).toBeGreaterThanOrEqual(0.97);
+      const near = await run(prompt, { draftDelayMs: 0.5, rttMs: 0, cost: FAST });
+      expect(near.spec.kHistory[0], `RTT 0, prompt ${i}: k ${near.spec.kHistory.join(',')}`).toBeGreaterThan(0);
+      expect(near.spec.tokens).toEqual(near.baseTokens);
     }
   });
 
@@ -151,6 +167,26 @@ describe('KController: the k = 0 decision from injected costs', () => {
     const o = { draftMs: 10, verifyMs: flat, accept: 0.8 };
     expect(fed(o).choose()).toBe(0);
     expect(fed({ ...o, queueMs: 30 }).choose()).toBeGreaterThan(0);
+  });
+
+  it('round 0 from what open measured: streams first only when that beats even a free draft', () => {
+    const first = (o: { rttMs: number; prefillMs: number; promptTokens: number }): { k: number; n: number } => {
+      const c = new KController(8, 2, false, true);
+      c.observeOpen(o);
+      const k = c.choose();
+      return { k, n: k === 0 ? c.stretchTokens() : 0 };
+    };
+    // a fast target behind 50 ms: stream, long enough to pay the round trip back
+    expect(first({ rttMs: 50, prefillMs: 3, promptTokens: 17 })).toEqual({ k: 0, n: STRETCH_MAX });
+    // no round trip, or a slow (memory-bound) target behind the same 50 ms: draft first, as before
+    expect(first({ rttMs: 0, prefillMs: 3, promptTokens: 17 }).k).toBe(2);
+    expect(first({ rttMs: 50, prefillMs: 40, promptTokens: 17 }).k).toBe(2);
+    // without the arm it never streams
+    const noArm = new KController(8, 4, false, false);
+    noArm.observeOpen({ rttMs: 50, prefillMs: 3, promptTokens: 17 });
+    expect(noArm.choose()).toBe(4);
+    // nonsense from a link is ignored
+    expect(first({ rttMs: Number.NaN, prefillMs: 3, promptTokens: 17 }).k).toBe(2);
   });
 
   it('keeps probing while streaming, within the probe budget, and returns to drafting when the draft gets fast', () => {

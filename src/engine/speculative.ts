@@ -9,7 +9,7 @@
 
 import type { CausalLM } from './model.ts';
 import { Rng, STREAM_DRAFT, argmax, pointMass, processedDist, sample, validateSampling, type SamplingParams, type SparseDist } from './sampling.ts';
-import type { TargetLink, Verdict } from './target-link.ts';
+import type { Opened, TargetLink, Verdict } from './target-link.ts';
 import { type Clock, realClock } from './clock.ts';
 import { SpecTally } from './tally.ts';
 import { DelayLine } from './latency.ts';
@@ -117,6 +117,8 @@ export interface KPolicy {
   observeCatchUp(ms: number): void;
   /** A stretch of n tokens took wallMs from request to its end; stepMs per token between tokens (NaN if unknown). */
   observeStretch(n: number, wallMs: number, stepMs: number): void;
+  /** What open() learned before round 0: the link's round trip, the target's prefill ms, the prompt's length. */
+  observeOpen?(o: { rttMs: number; prefillMs: number; promptTokens: number }): void;
 }
 
 /**
@@ -172,7 +174,11 @@ export const STREAM_PROBE_EVERY = 50;
  * long round trip, long enough to pay the round trip back, and its tokens count toward the next
  * drafting probe), and drafting streams STRETCH_MIN tokens again every STREAM_PROBE_EVERY
  * rounds (never slower than the target alone; at most a few percent of a speculative gain). With the arm on, speculate()
- * starts at kInit = 2 (a slow draft should not pay for a long first block). A probe refreshes d, α, V and R, so the controller returns to drafting when it pays (a faster
+ * starts at kInit = 2 (a slow draft should not pay for a long first block), unless what open()
+ * measured — the link's round trip and the prefill's time (a decode step costs between prefill / P
+ * and prefill) — shows streaming beating even a free draft (a free pass at the lower bound, α at
+ * its prior, k = kMax): then round 0 is already a stretch, and the first draft round comes as a
+ * probe (a fast target behind a long round trip would otherwise pay one round trip to learn it). A probe refreshes d, α, V and R, so the controller returns to drafting when it pays (a faster
  * draft, a busier server).
  */
 export class KController implements KPolicy {
@@ -194,6 +200,10 @@ export class KController implements KPolicy {
   private catchUpMs = NaN;
   private streamProbe = false;
   private sinceStreamProbe = 0;
+  // from open: the link's round trip and the prefill (an upper bound on one decode step)
+  private openRttMs = NaN;
+  private openPassMs = NaN;
+  private openPassLoMs = NaN;
 
   constructor(readonly kMax: number, readonly kInit = Math.min(4, kMax), readonly pipeline = false, readonly targetOnly = false) {}
 
@@ -216,6 +226,32 @@ export class KController implements KPolicy {
 
   observeDraft(msPerToken: number): void {
     this.draftMs = Number.isNaN(this.draftMs) ? msPerToken : 0.8 * this.draftMs + 0.2 * msPerToken;
+  }
+
+  observeOpen(o: { rttMs: number; prefillMs: number; promptTokens: number }): void {
+    if (!(o.rttMs >= 0) || !(o.prefillMs >= 0) || !(o.promptTokens >= 1)) return;
+    this.openRttMs = o.rttMs;
+    // a P-token prefill costs at least one decode step's weight reads (memory-bound) and at
+    // most P steps' work (compute-bound): a decode step lies in [prefill / P, prefill]
+    this.openPassMs = o.prefillMs;
+    this.openPassLoMs = o.prefillMs / o.promptTokens;
+  }
+
+  /**
+   * Round 0 with the k = 0 arm: stream from the start when streaming beats even free drafting.
+   * Drafting's rate is at most E(kMax) / (RTT + one pass) with a free draft (its pass priced at
+   * the lower bound, α at its prior); streaming's at least n / (RTT + n · prefill) (a step priced
+   * at the upper bound). Where the round trip dominates (a fast target behind a long one) this
+   * saves the draft round that would only learn it; elsewhere the first round drafts as before.
+   */
+  private streamsFirst(): boolean {
+    if (!this.targetOnly || !Number.isFinite(this.openRttMs) || !Number.isFinite(this.openPassMs)) return false;
+    const O = this.openRttMs;
+    const step = Math.max(this.openPassMs, 1e-6);
+    const n = Math.max(STRETCH_MIN, Math.min(STRETCH_MAX, Math.ceil(O / (STRETCH_FIXED_SHARE * step))));
+    const stream = n / (O + n * step);
+    const draftAtBest = this.expectedTokens(this.kMax) / Math.max(O + this.openPassLoMs, 1e-6);
+    return stream > draftAtBest * MODE_MARGIN;
   }
 
   observeCatchUp(ms: number): void {
@@ -281,6 +317,8 @@ export class KController implements KPolicy {
   /** ms per streamed token in a stretch: measured, or one decode step plus the queue time per pass. */
   streamStepTime(): number {
     if (!Number.isNaN(this.streamMs)) return this.streamMs;
+    // nothing drafted or streamed yet (a stream from round 0): one pass as open bounded it
+    if (this.verifyMsAt.length === 0 && Number.isFinite(this.openPassMs)) return this.openPassMs;
     return this.verifyTime(0) + (Number.isNaN(this.queueMs) ? 0 : this.queueMs);
   }
 
@@ -333,6 +371,14 @@ export class KController implements KPolicy {
 
   choose(): number {
     const r = this.round++;
+    if (r === 0 && this.streamsFirst()) {
+      // until a round measures it, a round's overhead is the link's round trip
+      if (Number.isNaN(this.overheadMs)) this.overheadMs = this.openRttMs;
+      this.streaming = true;
+      this.streamedSinceProbe = 0;
+      this.planProbes(Math.min(this.kInit, 2));
+      return 0;
+    }
     if (r === 0) return this.kInit;
     if (r === 1 && !this.targetOnly) return Math.max(1, Math.floor(this.kInit / 2));
     if (this.targetOnly && !this.streaming && (Number.isNaN(this.streamMs) || this.sinceStreamProbe >= STREAM_PROBE_EVERY)) {
@@ -497,6 +543,7 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   const opening = target.open(prompt, opts.params).then((r) => {
     firstToken = r.firstToken;
     emit(firstToken, 'target');
+    if (r.rttMs !== undefined && r.prefillMs !== undefined) ctl.observeOpen?.({ rttMs: r.rttMs, prefillMs: r.prefillMs, promptTokens: prompt.length });
   });
   const [opened, prefilled] = await Promise.allSettled([opening, prompt.length > 1 ? drafter.prefill(prompt) : Promise.resolve()]);
   if (prefilled.status === 'rejected') throw prefilled.reason;
@@ -709,8 +756,9 @@ export class DelayedLink implements TargetLink {
     return out;
   }
 
-  open(promptTokens: number[], sampling: SamplingParams): Promise<{ firstToken: number }> {
-    return this.around(() => this.inner.open(promptTokens, sampling));
+  async open(promptTokens: number[], sampling: SamplingParams): Promise<Opened> {
+    const r = await this.around(() => this.inner.open(promptTokens, sampling));
+    return r.rttMs === undefined ? r : { ...r, rttMs: r.rttMs + this.rttMs };
   }
 
   verify(draft: number[], draftDists?: SparseDist[]): Promise<Verdict> {

@@ -15,9 +15,21 @@ export interface Verdict {
   batch?: number;
 }
 
+/** What open() answers: the target's first token, and what the link learned of its costs. */
+export interface Opened {
+  firstToken: number;
+  /** The prefill's time where it ran (the target's side of open), ms; absent if not known. */
+  prefillMs?: number;
+  /**
+   * The link's own round trip without target compute (the network, injected RTT), ms, as the
+   * link measured it (RemoteTarget: its hello); 0 in-process; absent if not known.
+   */
+  rttMs?: number;
+}
+
 export interface TargetLink {
   /** Prefill the prompt on the target; the first generated token comes from the target. */
-  open(promptTokens: number[], sampling: SamplingParams): Promise<{ firstToken: number }>;
+  open(promptTokens: number[], sampling: SamplingParams): Promise<Opened>;
   /**
    * Verify draft tokens proposed after the accepted transcript (whose last token the target
    * has not yet run). draftDists[i] is q for draft[i]; required when temperature > 0.

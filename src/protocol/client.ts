@@ -8,7 +8,7 @@
 // DelayLine (the same mechanism as the in-process DelayedLink).
 
 import type { SamplingParams, SparseDist } from '../engine/sampling.ts';
-import type { TargetLink, Verdict } from '../engine/target-link.ts';
+import type { Opened, TargetLink, Verdict } from '../engine/target-link.ts';
 import { DelayLine } from '../engine/latency.ts';
 import { decodeServerFrame, encodeJson, encodeVerify } from './codec.ts';
 import { ProtocolError, type ErrorCode } from './errors.ts';
@@ -106,6 +106,8 @@ export class RemoteTarget implements TargetLink {
   private generated: number[] = [];
   private session = 0;
   private sessionOpen = false;
+  private prefillMs: number | undefined;
+  private helloRttMs = NaN;
   private seq = 0;
   private passes = 0;
   private closedByUser = false;
@@ -139,12 +141,17 @@ export class RemoteTarget implements TargetLink {
     return [...(this.prompt ?? []), ...this.generated];
   }
 
-  async open(promptTokens: number[], sampling: SamplingParams): Promise<{ firstToken: number }> {
+  async open(promptTokens: number[], sampling: SamplingParams): Promise<Opened> {
     if (this.prompt) throw new ProtocolError('SESSION_EXISTS', 'this RemoteTarget already has a session; create another for a new one');
     this.prompt = [...promptTokens];
     this.sampling = { ...sampling };
     await this.withResume(() => this.openSession());
-    return { firstToken: this.generated[0] };
+    return { firstToken: this.generated[0], prefillMs: this.prefillMs, ...(Number.isFinite(this.helloRttMs) ? { rttMs: this.helloRttMs } : {}) };
+  }
+
+  /** The round trip of the last hello → welcome (no target compute: the network and any injected RTT), ms; NaN before one. */
+  get rttMs(): number {
+    return this.helloRttMs;
   }
 
   async verify(draft: number[], draftDists?: SparseDist[]): Promise<Verdict> {
@@ -223,6 +230,7 @@ export class RemoteTarget implements TargetLink {
     const msg: ClientMessage = { type: 'open', session, prompt: this.prompt as number[], sampling: this.sampling as SamplingParams, mode: this.opts.mode ?? 'speculative', ...(resume ? { resume } : {}) };
     await this.request(encodeJson(msg as Exclude<ClientMessage, VerifyMsg>), (m) => m.type === 'opened' && m.session === session, (m) => {
       if (m.type !== 'opened') return false;
+      this.prefillMs = m.prefillMs;
       if (resume && m.firstToken !== resume[resume.length - 1]) throw new ProtocolError('BAD_FIELD', `resume answered token ${m.firstToken}, expected ${resume[resume.length - 1]}`);
       if (!resume) this.generated.push(m.firstToken);
       return true;
@@ -325,10 +333,13 @@ export class RemoteTarget implements TargetLink {
       };
     });
     const hello: ClientMessage = { type: 'hello', protocol: PROTOCOL_VERSION, tokenizerHash: this.opts.tokenizerHash, ...(this.opts.clientName ? { client: this.opts.clientName } : {}) };
+    // a round trip without target compute: the network plus the injected RTT (request() pays both halves)
+    const h0 = now();
     await this.request(encodeJson(hello as Exclude<ClientMessage, VerifyMsg>), (m) => m.type === 'welcome', (m) => {
       if (m.type === 'welcome') this.gateway = m.info;
       return true;
     });
+    this.helloRttMs = now() - h0;
     this.opts.onEvent?.({ type: 'connected', info: this.gateway as unknown as GatewayInfo });
   }
 

@@ -6,7 +6,7 @@
 import type { Provenance, RoundTiming, RunStats, TokenPiece } from '../types.ts';
 import type { RunEvent, RunMode, RunRequest, StopReason } from './protocol.ts';
 import type { SamplingParams, SparseDist } from '../../engine/sampling.ts';
-import type { TargetLink, Verdict } from '../../engine/target-link.ts';
+import type { Opened, TargetLink, Verdict } from '../../engine/target-link.ts';
 import type { StreamDecoder } from '../../engine/tokenizer.ts';
 import { speculate } from '../../engine/speculative.ts';
 import type { RemoteTarget } from '../../protocol/client.ts';
@@ -31,7 +31,7 @@ class TimedLink implements TargetLink {
     return this.inner.targetPasses;
   }
 
-  async open(promptTokens: number[], sampling: SamplingParams): Promise<{ firstToken: number }> {
+  async open(promptTokens: number[], sampling: SamplingParams): Promise<Opened> {
     const r = await this.inner.open(promptTokens, sampling);
     this.mark = now();
     return r;
