@@ -39,7 +39,9 @@ export async function waitFor(page: Page, pred: (s: DuetTestSnapshot) => boolean
 
 export async function openApp(page: Page, query = '', hash = ''): Promise<DuetTestSnapshot> {
   await page.goto(`/?test${query ? `&${query}` : ''}${hash}`);
-  return waitFor(page, (s) => s.draft.status === 'ready' && s.gateway.status === 'connected' || s.draft.status === 'error' || s.gateway.status === 'error');
+  // settled: the draft failed, or it loaded and a full connect finished (an early gateway error,
+  // found while the draft still loads, is not the end: the connect after the load follows)
+  return waitFor(page, (s) => s.draft.status === 'error' || s.draft.status === 'ready' && (s.gateway.status === 'connected' || s.gateway.status === 'error' && s.gateway.attempts > 0));
 }
 
 export async function setSetting(page: Page, prefix: 'chat' | 'compare', key: string, value: string | boolean): Promise<void> {

@@ -8,7 +8,8 @@ import type { Backend, DuetErrorInfo, Provenance, RunStats } from './types.ts';
 export interface DuetTestSnapshot {
   view: string;
   draft: { status: string; backend: Backend | null; fromCache: boolean | null; loadMs: number | null; fallbackReason: string | null };
-  gateway: { status: string; model: string | null; detail: string };
+  /** attempts: full connects finished (a precheck before the draft is loaded is not one). */
+  gateway: { status: string; model: string | null; detail: string; attempts: number };
   chat: { messages: number; running: boolean; lastText: string; lastStats: RunStats | null; lastError: DuetErrorInfo | null; lastDone: string | null; provenance: Record<Provenance, number> };
   compare: Record<'spec' | 'base', { running: boolean; text: string; tokens: number[]; stats: RunStats | null; rounds: number; error: DuetErrorInfo | null; doneReason: string | null } | null>;
   errors: DuetErrorInfo[];

@@ -5,11 +5,12 @@
 
 import * as Comlink from 'comlink';
 import type {
-  CacheEntry, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CreateOptions, DraftInfo, DraftSource, DuetExtra, DuetNotice,
+  CacheEntry, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CreateOptions, DraftInfo, DraftSource, DuetErrorInfo, DuetExtra, DuetNotice,
   FinishReason, GatewayInfo, GatewayOptions, LoadProgress, Quant, RoundTiming, RunStats,
 } from './types.ts';
 import type { DuetWorkerApi, EngineCheckResult, EngineCheckSpec, RunEvent, RunRequest, RunSettings, StopReason, WireDraftSource } from './worker/protocol.ts';
 import { DuetError } from './errors.ts';
+import { precheckGateway } from './worker/gateway.ts';
 
 export interface CreateDuetOptions {
   /** The gateway to verify with; `create()` connects to it on first use. Default: the page's origin. */
@@ -166,6 +167,16 @@ export class DuetEngine {
     } catch (err) {
       throw DuetError.from(err);
     }
+  }
+
+  /**
+   * Without a draft (connect() needs one, for the tokenizer check): is the gateway there, and
+   * would it let this page in? The problem to show (a bad URL, no answer, a refused token or
+   * origin), or null. Runs on this thread, so it answers while the worker is busy loading.
+   */
+  async checkGateway(gateway?: GatewayOptions): Promise<DuetErrorInfo | null> {
+    const g = gateway ?? this.gatewayOptions;
+    return precheckGateway({ url: g.url, token: g.token ?? '' });
   }
 
   /** Stops every request under way (each ends with finish_reason 'abort'). */

@@ -439,7 +439,18 @@ function refusalError(status: number, url: string): ProtocolError | null {
  * gateway answers HTTP" called a restarting or full gateway an origin refusal.
  */
 async function probeUpgrade(url: string): Promise<number | null> {
-  if (typeof fetch !== 'function') return null;
+  return (await checkUpgrade(url)).status;
+}
+
+/**
+ * GET /api/upgrade-check for a ws(s):// URL (its ?token= included) from this page's origin:
+ * `answered` false when nothing answered at all (no gateway there, a bad host), else the
+ * status the upgrade would get (101 = taken; null when what answered is not a duet gateway).
+ * Needs no draft and opens no socket: a page can tell a wrong gateway URL at once.
+ */
+export async function checkUpgrade(url: string): Promise<{ answered: boolean; status: number | null }> {
+  if (typeof fetch !== 'function') return { answered: false, status: null };
+  let res: Response;
   try {
     const ws = new URL(url);
     const u = new URL(ws.href);
@@ -450,12 +461,16 @@ async function probeUpgrade(url: string): Promise<number | null> {
     if (origin && origin !== 'null') u.searchParams.set('origin', origin);
     const token = ws.searchParams.get('token');
     if (token !== null) u.searchParams.set('token', token);
-    const res = await fetch(u.toString(), { cache: 'no-store' });
-    if (!res.ok) return null;
-    const r = (await res.json()) as { status?: unknown };
-    return typeof r.status === 'number' ? r.status : null;
+    res = await fetch(u.toString(), { cache: 'no-store' });
   } catch {
-    return null;
+    return { answered: false, status: null };
+  }
+  try {
+    if (!res.ok) return { answered: true, status: null };
+    const r = (await res.json()) as { status?: unknown };
+    return { answered: true, status: typeof r.status === 'number' ? r.status : null };
+  } catch {
+    return { answered: true, status: null };
   }
 }
 

@@ -129,12 +129,14 @@ async function connectGatewayOnce(): Promise<void> {
     update((s) => {
       s.gateway.status = 'connected';
       s.gateway.info = info;
+      s.gateway.attempts++;
     });
   } catch (err) {
     const e = asErrorInfo(err);
     update((s) => {
       s.gateway.status = 'error';
       s.gateway.error = e;
+      s.gateway.attempts++;
     });
     const actions = [{ label: 'Retry', run: () => void connectGateway() }];
     if (e.code !== 'tokenizer-mismatch') actions.push({ label: 'Gateway settings', run: () => { location.hash = '#models'; } });
@@ -143,15 +145,48 @@ async function connectGatewayOnce(): Promise<void> {
   }
 }
 
+/** Before the draft is loaded: shows a gateway that is not there or would refuse this page. */
+export async function precheckGateway(): Promise<void> {
+  const e = await engine().checkGateway({ url: state.gateway.url, token: state.gateway.token });
+  // a connect that started meanwhile knows better
+  if (state.gateway.status === 'connected' || state.gateway.status === 'connecting') return;
+  if (!e) {
+    // fixed (a new URL or token): the earlier finding no longer stands; the connect follows the draft
+    if (state.gateway.status === 'error' && (state.gateway.error?.code === 'gateway-unreachable' || state.gateway.error?.code === 'auth-refused')) {
+      update((s) => {
+        s.gateway.status = 'idle';
+        s.gateway.error = null;
+      });
+      for (const code of ['gateway-unreachable', 'auth-refused']) dismiss(`err-${code}`);
+    }
+    return;
+  }
+  update((s) => {
+    s.gateway.status = 'error';
+    s.gateway.error = e;
+  });
+  reportError(e, [
+    { label: 'Retry', run: () => void (state.draft.status === 'ready' ? connectGateway() : precheckGateway()) },
+    { label: 'Gateway settings', run: () => { location.hash = '#models'; } },
+  ]);
+}
+
+/** The draft, loaded: awaits a load under way, else starts one unless it is ready; false if it failed. */
+export async function draftReady(): Promise<boolean> {
+  const loading = draftLoad.pending();
+  if (state.draft.status === 'loading' && loading) await loading;
+  else if (state.draft.status !== 'ready') await loadDraft();
+  return state.draft.status === 'ready';
+}
+
 /**
  * Loads the draft (if needed) and connects (if needed); both are required to generate. A load
  * or connect already under way is awaited, not started again.
  */
 export async function ensureReady(): Promise<boolean> {
-  const loading = draftLoad.pending();
-  if (state.draft.status === 'loading' && loading) await loading;
-  else if (state.draft.status !== 'ready') await loadDraft();
-  if (state.draft.status !== 'ready') return false;
+  // the connect waits for the draft (tokenizer check); a wrong gateway URL is told at once
+  if (state.draft.status !== 'ready' && (state.gateway.status === 'idle' || state.gateway.status === 'error')) void precheckGateway();
+  if (!(await draftReady())) return false;
   const connecting = gatewayConnect.pending();
   if (state.gateway.status === 'connecting' && connecting) await connecting;
   else if (state.gateway.status !== 'connected' && state.gateway.status !== 'connecting') await connectGateway();

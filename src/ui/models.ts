@@ -4,7 +4,7 @@
 
 import { h, fmt, fmtBytes } from './dom.ts';
 import { state, update, subscribe, type Phase } from './state.ts';
-import { asErrorInfo, connectGateway, engine, loadDraft, reportError } from './app.ts';
+import { asErrorInfo, connectGateway, draftReady, engine, loadDraft, precheckGateway, reportError } from './app.ts';
 import type { CacheEntry, Quant } from '../lib/index.ts';
 import type { DraftChoice } from './state.ts';
 
@@ -101,8 +101,10 @@ export function modelsView(root: HTMLElement): void {
       s.gateway.url = gwUrl.value.trim();
       s.gateway.token = gwToken.value;
     });
-    if (state.draft.status !== 'ready') await loadDraft();
-    if (state.draft.status === 'ready') await connectGateway();
+    // while the draft loads (a load under way is awaited, not started again), say at once
+    // whether the new gateway is there and would take this page
+    if (state.draft.status !== 'ready') void precheckGateway();
+    if (await draftReady()) await connectGateway();
   }
 
   async function refreshCache(): Promise<void> {

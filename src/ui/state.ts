@@ -32,6 +32,8 @@ export interface GatewayState {
   url: string;
   token: string;
   detail: string;
+  /** Full connects (tokenizer check included) that have finished, either way. */
+  attempts: number;
 }
 
 export interface RunView {
@@ -91,7 +93,7 @@ export const DEFAULT_SETTINGS: RunSettings = {
 export const state: AppState = {
   view: 'chat',
   draft: { status: 'idle', info: null, progress: {}, error: null, source: { kind: 'bundled' }, quant: 'none', device: 'auto' },
-  gateway: { status: 'idle', info: null, error: null, url: '', token: '', detail: '' },
+  gateway: { status: 'idle', info: null, error: null, url: '', token: '', detail: '', attempts: 0 },
   settings: { ...DEFAULT_SETTINGS },
   chat: [],
   compare: { prompt: '', spec: null, base: null },

@@ -23,7 +23,7 @@ function snapshot(): DuetTestSnapshot {
   return structuredClone({
     view: state.view,
     draft: { status: state.draft.status, backend: d?.backend ?? null, fromCache: d?.fromCache ?? null, loadMs: d?.loadMs ?? null, fallbackReason: d?.fallbackReason ?? null },
-    gateway: { status: state.gateway.status, model: state.gateway.info?.model ?? null, detail: state.gateway.detail },
+    gateway: { status: state.gateway.status, model: state.gateway.info?.model ?? null, detail: state.gateway.detail, attempts: state.gateway.attempts },
     chat: { messages: state.chat.length, running: Boolean(last?.running), lastText: last?.text ?? '', lastStats: last?.stats ?? null, lastError: last?.error ?? null, lastDone: last?.doneReason ?? null, provenance },
     compare: { spec: pane(state.compare.spec), base: pane(state.compare.base) },
     errors: state.errors,

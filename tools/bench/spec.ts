@@ -95,8 +95,14 @@ export interface RttRow {
   meanK: number;
   roundMs: number;
   pipelineHits: number;
+  /** Runs (over every repeat) whose greedy text differs from the target alone's. */
   mismatches: number;
+  /** Runs per prompt and mode; the row's times are the per-prompt medians. */
+  repeats: number;
 }
+
+/** Repeats per prompt and mode in the RTT rows (alternating order, medians). */
+export const RTT_REPS = 3;
 
 const r3 = (x: number): number => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : 0);
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
@@ -169,45 +175,57 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
     }
   }
 
+  // Each prompt runs baseline and both speculative modes RTT_REPS times, in an order that
+  // alternates by prompt and repeat (a mode run first pays for whatever ran before it); a
+  // prompt's time in a mode is its median, and a row sums tokens over the sum of the medians.
   const rtt: RttRow[] = [];
   const rttPrompts = prompts.slice(0, quick ? 1 : 4);
+  const reps = quick ? 1 : RTT_REPS;
+  const median = (xs: number[]): number => {
+    const v = [...xs].sort((a, b) => a - b);
+    return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+  };
   for (const rttMs of o.rttMs ?? [0, 20, 50]) {
-    // the baseline does not depend on pipelining: measure it once per RTT
-    let bTok = 0;
-    let bMs = 0;
-    for (const p of rttPrompts) {
-      const b = await baseline(new DelayedLink(new LocalTarget(target), rttMs), p, { params: GREEDY, maxTokens, eosTokenIds: eos });
-      bTok += b.tokens.length;
-      bMs += b.wallMs;
-    }
-    for (const pipeline of [false, true]) {
-      let tok = 0;
-      let ms = 0;
-      let passes = 0;
-      let kSum = 0;
-      let rounds = 0;
-      let roundMs = 0;
-      let hits = 0;
-      let mismatches = 0;
-      for (const [i, p] of rttPrompts.entries()) {
-        const r = await speculate(draft, new DelayedLink(new LocalTarget(target), rttMs), p, { params: GREEDY, maxTokens, adaptive: true, pipeline, eosTokenIds: eos });
-        tok += r.tokens.length;
-        ms += r.stats.wallMs;
-        passes += r.stats.targetPasses;
-        kSum += r.kHistory.reduce((a, b) => a + b, 0);
-        rounds += r.stats.rounds;
-        roundMs += r.stats.roundMs * r.stats.rounds;
-        hits += r.stats.pipelineHits;
-        if (JSON.stringify(r.tokens) !== JSON.stringify(greedyWant[i])) mismatches++;
+    type Acc = { tok: number; ms: number[][]; passes: number; kSum: number; rounds: number; roundMs: number; hits: number; mismatches: number };
+    const acc = (): Acc => ({ tok: 0, ms: rttPrompts.map(() => []), passes: 0, kSum: 0, rounds: 0, roundMs: 0, hits: 0, mismatches: 0 });
+    const modes = { base: acc(), plain: acc(), pipelined: acc() };
+    for (const [i, p] of rttPrompts.entries()) {
+      for (let rep = 0; rep < reps; rep++) {
+        const order = (i + rep) % 2 === 0 ? (['base', 'plain', 'pipelined'] as const) : (['pipelined', 'plain', 'base'] as const);
+        for (const mode of order) {
+          const a = modes[mode];
+          const link = new DelayedLink(new LocalTarget(target), rttMs);
+          if (mode === 'base') {
+            const b = await baseline(link, p, { params: GREEDY, maxTokens, eosTokenIds: eos });
+            if (rep === 0) a.tok += b.tokens.length;
+            a.ms[i].push(b.wallMs);
+            continue;
+          }
+          const r = await speculate(draft, link, p, { params: GREEDY, maxTokens, adaptive: true, pipeline: mode === 'pipelined', eosTokenIds: eos });
+          if (rep === 0) a.tok += r.tokens.length;
+          a.ms[i].push(r.stats.wallMs);
+          a.passes += r.stats.targetPasses;
+          a.kSum += r.kHistory.reduce((x, y) => x + y, 0);
+          a.rounds += r.stats.rounds;
+          a.roundMs += r.stats.roundMs * r.stats.rounds;
+          a.hits += r.stats.pipelineHits;
+          if (JSON.stringify(r.tokens) !== JSON.stringify(greedyWant[i])) a.mismatches++;
+        }
       }
-      const spec = (tok * 1000) / ms;
-      const base = (bTok * 1000) / bMs;
+    }
+    const rate = (a: Acc): number => (a.tok * 1000) / a.ms.reduce((sum, xs) => sum + median(xs), 0);
+    const base = rate(modes.base);
+    for (const pipeline of [false, true]) {
+      const a = pipeline ? modes.pipelined : modes.plain;
+      const spec = rate(a);
       const row: RttRow = {
         rttMs, pipeline, k: 'adaptive', specTokPerSec: r3(spec), baselineTokPerSec: r3(base), speedup: r3(spec / base),
-        tokensPerTargetPass: r3(tok / passes), meanK: r3(kSum / rounds), roundMs: r3(roundMs / rounds), pipelineHits: hits, mismatches,
+        // per run, over every repeat; k = 0 when every round was a stretch (no draft round at all)
+        tokensPerTargetPass: r3((a.tok * reps) / a.passes), meanK: a.rounds ? r3(a.kSum / a.rounds) : 0, roundMs: a.rounds ? r3(a.roundMs / a.rounds) : 0,
+        pipelineHits: a.hits, mismatches: a.mismatches, repeats: reps,
       };
       rtt.push(row);
-      log(`spec: rtt ${rttMs} ms, pipeline ${pipeline}: ${row.specTokPerSec} vs ${row.baselineTokPerSec} tok/s (×${row.speedup}), mean k ${row.meanK}`);
+      log(`spec: rtt ${rttMs} ms, pipeline ${pipeline}: ${row.specTokPerSec} vs ${row.baselineTokPerSec} tok/s (×${row.speedup}), mean k ${row.meanK}, median of ${reps}`);
     }
   }
 

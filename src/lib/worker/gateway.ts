@@ -2,9 +2,10 @@
 // probe that checks the target's tokenizer against the draft's, the RemoteTarget each run
 // opens, and client events as notices.
 
-import type { DuetNotice, GatewayInfo, GatewayOptions } from '../types.ts';
+import type { DuetErrorInfo, DuetNotice, GatewayInfo, GatewayOptions } from '../types.ts';
 import type { RunMode } from './protocol.ts';
-import { RemoteTarget, type ClientEvent } from '../../protocol/client.ts';
+import { RemoteTarget, checkUpgrade, type ClientEvent } from '../../protocol/client.ts';
+import { ProtocolError } from '../../protocol/errors.ts';
 import { WorkerFailure, fail, toErrorInfo } from './errors.ts';
 
 /** The gateway the worker connected to; each run opens its own session on it. */
@@ -57,6 +58,27 @@ export async function probeGateway(opts: GatewayOptions, tokenizerHash: string, 
   } finally {
     await probe.close();
   }
+}
+
+/**
+ * What can be known of a gateway before a draft is loaded (the full connect checks the draft's
+ * tokenizer, so it waits for the draft): a URL that is not one, no answer there, or an upgrade
+ * this page would be refused (token, origin). null: nothing wrong found (connect will tell the rest).
+ */
+export async function precheckGateway(opts: GatewayOptions): Promise<DuetErrorInfo | null> {
+  let wsUrl: string;
+  try {
+    wsUrl = wsUrlOf(opts.url);
+  } catch (err) {
+    return toErrorInfo(err, opts.url);
+  }
+  const u = new URL(wsUrl);
+  if (opts.token) u.searchParams.set('token', opts.token);
+  const r = await checkUpgrade(u.href);
+  if (!r.answered) return { code: 'gateway-unreachable', message: `No answer from the gateway at ${wsUrl}.`, hint: 'Check that `duet serve` is running there and the gateway URL (Models view), then retry. The draft keeps loading meanwhile.' };
+  if (r.status === 401) return toErrorInfo(new ProtocolError('UNAUTHORIZED', 'refused the token', true), wsUrl);
+  if (r.status === 403) return toErrorInfo(new ProtocolError('ORIGIN_REFUSED', 'refused the origin', true), wsUrl);
+  return null;
 }
 
 /** One run's session link; reconnects (and resumes the session) across short outages. */
