@@ -540,10 +540,17 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   // prefill + RTT). allSettled waits for both, so the draft's KV is never still being written
   // when this returns, and a refusal is thrown after the prefill finished, not left unhandled.
   let firstToken = -1;
+  const openedAt = clock.now();
   const opening = target.open(prompt, opts.params).then((r) => {
     firstToken = r.firstToken;
     emit(firstToken, 'target');
-    if (r.rttMs !== undefined && r.prefillMs !== undefined) ctl.observeOpen?.({ rttMs: r.rttMs, prefillMs: r.prefillMs, promptTokens: prompt.length });
+    if (r.rttMs !== undefined && r.prefillMs !== undefined) {
+      // two samples of the round trip: the link's own (its hello) and this open's wall time less
+      // the target's side; the smaller, so that one stall (a busy gateway, a busy thread here)
+      // does not talk round 0 out of drafting
+      const openRtt = clock.now() - openedAt - r.prefillMs;
+      ctl.observeOpen?.({ rttMs: Math.max(0, Math.min(r.rttMs, openRtt)), prefillMs: r.prefillMs, promptTokens: prompt.length });
+    }
   });
   const [opened, prefilled] = await Promise.allSettled([opening, prompt.length > 1 ? drafter.prefill(prompt) : Promise.resolve()]);
   if (prefilled.status === 'rejected') throw prefilled.reason;
