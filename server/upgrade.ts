@@ -141,7 +141,6 @@ export function checkUpgrade(req: UpgradeRequest, p: UpgradePolicy): { addr: str
   return { addr };
 }
 
-/** Answer a refused upgrade on the raw socket and close it. */
 /**
  * checkUpgrade for GET /api/upgrade-check?origin=O&token=T: the upgrade a page at origin O
  * offering token T would make from this request's address. 101 = it would be taken.
@@ -154,6 +153,7 @@ export function checkUpgradeFor(req: IncomingMessage, query: URL, p: UpgradePoli
   return 'refuse' in verdict ? { status: verdict.refuse.status, message: verdict.refuse.body.trim() } : { status: 101, message: 'the upgrade would be taken' };
 }
 
+/** Answer a refused upgrade on the raw socket and close it. */
 export function refuseUpgrade(socket: Socket, r: UpgradeRefusal): void {
   socket.end(`HTTP/1.1 ${r.status} ${r.text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(r.body)}\r\n\r\n${r.body}`);
 }

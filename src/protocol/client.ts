@@ -319,7 +319,10 @@ export class RemoteTarget implements TargetLink {
           // Only a browser hides the HTTP status of a refused upgrade; npm `ws` reported it above.
           const isBrowserSocket = typeof (ws as unknown as { on?: unknown }).on !== 'function';
           const status = refusedStatus !== null ? Promise.resolve<number | null>(refusedStatus)
-            : isBrowserSocket && !this.closedByUser && ev.code === 1006 ? probeUpgrade(url) : Promise.resolve(null);
+            // a browser hides why (1006 whatever the status): ask the gateway's upgrade check.
+            // Only an explicit 401 / 403 there is final; 101 (it would take us now: it has just
+            // come back up), 503 or no answer is retried like any lost connection
+            : isBrowserSocket && !this.closedByUser && ev.code === 1006 ? checkUpgrade(url).then((c) => c.status) : Promise.resolve(null);
           void status.then((st) => {
             const r = st === null ? null : refusalError(st, url);
             if (r) {
@@ -428,18 +431,6 @@ function refusalError(status: number, url: string): ProtocolError | null {
   if (status === 403) return new ProtocolError('ORIGIN_REFUSED', `the gateway at ${stripToken(url)} refused this page's origin; add it with --allow-origin`, true);
   // 503 (full, or draining) is not final: the caller retries with backoff and reports CONNECTION_LOST when out of attempts
   return null;
-}
-
-/**
- * A browser hides why an upgrade failed (close 1006 whatever the status): ask the gateway's
- * GET /api/upgrade-check what it would answer an upgrade from this page's origin with this
- * token. The HTTP status the upgrade would get (101: it would be taken now, e.g. the gateway
- * has just come back), or null when nothing answers (down, or a gateway without the check):
- * both are retried. Only an explicit 401 or 403 from the check is final — guessing from "the
- * gateway answers HTTP" called a restarting or full gateway an origin refusal.
- */
-async function probeUpgrade(url: string): Promise<number | null> {
-  return (await checkUpgrade(url)).status;
 }
 
 /**

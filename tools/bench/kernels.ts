@@ -13,6 +13,7 @@
 import copySrc from '../../src/kernels/copy.wgsl?raw';
 import { type GpuContext, ceilDiv, createComputePipeline, requestDevice } from '../../src/kernels/gpu.ts';
 import { type GpuMatrix, type MatmulArgs, type MatmulOp, type WeightFormat, WEIGHT_FORMATS, allocateMatrix, createMatmul, isCpuAdapter } from '../../src/kernels/matmul.ts';
+import { median } from './median.ts';
 
 /**
  * Decode-GEMV variants measured for q4 beside the default (exact) kernel, each against the
@@ -165,11 +166,6 @@ class Timer {
     this.read?.destroy();
   }
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** Fill buffers with benign words by GPU copies from one pattern buffer (no per-buffer CPU upload). */
 function fill(ctx: GpuContext, pattern: GPUBuffer, targets: GPUBuffer[]): void {

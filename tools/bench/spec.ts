@@ -26,6 +26,7 @@ import { DelayedLink, DelayedModel, baseline, speculate } from '../../src/engine
 import { SpecTally } from '../../src/engine/tally.ts';
 import type { SamplingParams } from '../../src/engine/sampling.ts';
 import { type CapacityPair, loadTinyPair, runCapacity } from './capacity.ts';
+import { median } from './median.ts';
 
 export interface SpecBenchOptions {
   quick?: boolean;
@@ -181,10 +182,6 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   const rtt: RttRow[] = [];
   const rttPrompts = prompts.slice(0, quick ? 1 : 4);
   const reps = quick ? 1 : RTT_REPS;
-  const median = (xs: number[]): number => {
-    const v = [...xs].sort((a, b) => a - b);
-    return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-  };
   for (const rttMs of o.rttMs ?? [0, 20, 50]) {
     type Acc = { tok: number; ms: number[][]; passes: number; kSum: number; rounds: number; roundMs: number; hits: number; mismatches: number };
     const acc = (): Acc => ({ tok: 0, ms: rttPrompts.map(() => []), passes: 0, kSum: 0, rounds: 0, roundMs: 0, hits: 0, mismatches: 0 });
