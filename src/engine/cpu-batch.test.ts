@@ -5,7 +5,7 @@
 // bit-identical alone and beside any other rows.
 
 import { describe, expect, it } from 'vitest';
-import { CpuBatchLlama, CpuBatchSession, matmulRows, type CpuKv, type CpuRow } from './cpu-batch.ts';
+import { CpuBatchLlama, CpuBatchSession, expFast, matmulRows, type CpuKv, type CpuRow } from './cpu-batch.ts';
 import { WasmMatmul, wasmSimdAvailable } from './cpu-matmul.ts';
 import { CpuLlama, matmul } from './reference.ts';
 import { kvDim, syntheticConfig } from './config.ts';
@@ -62,10 +62,30 @@ describe('matmulRows', () => {
   });
 });
 
+describe('expFast (the forward\'s exp in SiLU and softmax)', () => {
+  it('is within 1e-8 relative of Math.exp wherever e^x is a normal f64, and right at the edges', () => {
+    const rand = mulberry32(5);
+    let worst = 0;
+    for (let i = 0; i < 200_000; i++) {
+      const x = -708 + rand() * 1417; // normal results (below -708 they are subnormal, with fewer bits); above 709 Math.exp itself
+      const want = Math.exp(x);
+      worst = Math.max(worst, Math.abs(expFast(x) - want) / want);
+    }
+    expect(worst).toBeLessThan(1e-8);
+    expect(expFast(0)).toBe(1);
+    expect(expFast(-Infinity)).toBe(0);
+    expect(expFast(-800)).toBe(0);
+    expect(expFast(710)).toBe(Infinity);
+    expect(expFast(709.5)).toBe(Math.exp(709.5));
+    expect(expFast(NaN)).toBeNaN();
+  });
+});
+
 describe('the SIMD matmul (cpu-matmul.wat)', () => {
-  it.runIf(wasmSimdAvailable())('matches an f64 oracle (relative error <= 1e-6 of the row scale) on odd shapes, leaves the rest alone, and is the same value in any batch', () => {
+  it.runIf(wasmSimdAvailable())('matches an f64 oracle (relative error <= 1e-6 of the row scale) on odd shapes, leaves the rest alone, and is the same value in any batch (both of its paths)', () => {
     const rand = mulberry32(21);
-    for (const [n, d, m] of [[1, 1, 1], [3, 5, 3], [4, 4, 2], [13, 9, 5], [64, 7, 1], [257, 18, 4], [96, 33, 7]]) {
+    // m up to 9 takes the kernel's small path (one weight row per tile), m above 9 the large one (4 weight rows × 2 input rows)
+    for (const [n, d, m] of [[1, 1, 1], [3, 5, 3], [4, 4, 2], [13, 9, 5], [64, 7, 1], [257, 18, 4], [96, 33, 7], [37, 11, 9], [29, 13, 10], [70, 23, 13], [5, 6, 27]]) {
       const mm = new WasmMatmul();
       const w = Float32Array.from({ length: n * d }, () => rand() - 0.5);
       const x = Float32Array.from({ length: n * m }, () => rand() - 0.5);

@@ -18,7 +18,7 @@
 import { type LlamaConfig, kvDim, qDim, ropeInvFreq } from './config.ts';
 import type { LlamaWeights } from './weights.ts';
 import type { CausalLM } from './model.ts';
-import { rmsnorm, softmax } from './reference.ts';
+import { rmsnorm } from './reference.ts';
 import { WasmMatmul, wasmSimdAvailable, type WasmMatrix } from './cpu-matmul.ts';
 
 // ---- primitives (output first) ----
@@ -92,6 +92,81 @@ function ropeRow(v: Float32Array, off: number, nHeads: number, headDim: number, 
       v[base + i + half] = b * c + a * s;
     }
   }
+}
+
+/**
+ * Causal GQA attention of one row over its session's first n cached positions: xb[qOff..] (the
+ * row's qDim outputs) from its queries q[qOff..] and the cache's keys and values at cacheOff
+ * (position stride kv). Each score and each output element is one f64 sum in position order,
+ * whatever else is in the pass; att holds one head's weights.
+ */
+function attendRow(
+  xb: Float32Array, q: Float32Array, qOff: number, keys: Float32Array, values: Float32Array, cacheOff: number, kv: number, n: number,
+  numHeads: number, groupSize: number, hd: number, scale: number, att: Float32Array,
+): void {
+  for (let h = 0; h < numHeads; h++) {
+    const qo = qOff + h * hd;
+    const kvOff = cacheOff + Math.floor(h / groupSize) * hd;
+    for (let p = 0, kOff = kvOff; p < n; p++, kOff += kv) {
+      let s = 0;
+      for (let i = 0; i < hd; i++) s += q[qo + i] * keys[kOff + i];
+      att[p] = s * scale;
+    }
+    softmaxFast(att, n);
+    // four output elements at a time, each summed over the positions in order
+    for (let i0 = 0; i0 < hd; i0 += 4) {
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let p = 0, vOff = kvOff + i0; p < n; p++, vOff += kv) {
+        const a = att[p];
+        s0 += a * values[vOff]; s1 += a * values[vOff + 1]; s2 += a * values[vOff + 2]; s3 += a * values[vOff + 3];
+      }
+      xb[qo + i0] = s0; xb[qo + i0 + 1] = s1; xb[qo + i0 + 2] = s2; xb[qo + i0 + 3] = s3;
+    }
+  }
+}
+
+const LOG2E = Math.LOG2E;
+const LN2_HI = 0.6931471803691238; // ln 2 split so k · LN2_HI is exact for |k| < 2^20
+const LN2_LO = 1.9082149292705877e-10;
+/** 2^k for k in [-1074, 1023], at POW2[k + 1074]. */
+const POW2 = Float64Array.from({ length: 1074 + 1024 }, (_, i) => 2 ** (i - 1074));
+
+/**
+ * e^x to within 1e-8 relative (f32 rounding is 6e-8), without Math.exp's call: x = k ln 2 + r
+ * with |r| <= ln 2 / 2, e^r by its degree-7 Taylor polynomial (error <= r^8 / 8! < 6e-9).
+ * Deterministic, so the batch invariance of its callers holds; the tests bound the engine
+ * against CpuLlama (Math.exp) by NMSE.
+ */
+export function expFast(x: number): number {
+  if (!(x > -745)) return x !== x ? x : 0; // NaN stays NaN; underflow to 0
+  if (x > 709) return Math.exp(x); // the last sliver before overflow, and Infinity
+  const k = Math.round(x * LOG2E);
+  const r = x - k * LN2_HI - k * LN2_LO;
+  const p = 1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (1 / 5040)))))));
+  // k is in [-1075, 1023] here; -1075 takes two factors (the result is subnormal)
+  return k < -1074 ? p * POW2[0] * 0.5 : p * POW2[k + 1074];
+}
+
+/** h[i] = silu(h[i]) · u[i] for i < n (the SwiGLU gate). */
+function siluMul(h: Float32Array, u: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = h[i];
+    h[i] = (g / (1 + expFast(-g))) * u[i];
+  }
+}
+
+/** In-place softmax over x[0, n), as reference.ts's softmax with expFast. */
+function softmaxFast(x: Float32Array, n: number): void {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (x[i] > max) max = x[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = expFast(x[i] - max);
+    x[i] = e;
+    sum += e;
+  }
+  const inv = 1 / sum;
+  for (let i = 0; i < n; i++) x[i] *= inv;
 }
 
 // ---- per-session state and the batch ----
@@ -287,29 +362,9 @@ export class CpuBatchLlama {
       // causal GQA attention: row at position pos reads its session's positions 0..pos
       row = 0;
       for (const r of batch) {
-        const keys = r.kv.key;
-        const values = r.kv.value;
         const cacheOff = l * r.kv.maxContext * kv;
         for (let t = 0; t < r.tokens.length; t++, row++) {
-          const pos = r.startPos + t;
-          for (let h = 0; h < c.numHeads; h++) {
-            const kvh = Math.floor(h / groupSize);
-            const qOff = row * qd + h * hd;
-            for (let p = 0; p <= pos; p++) {
-              const kOff = cacheOff + p * kv + kvh * hd;
-              let s = 0;
-              for (let i = 0; i < hd; i++) s += q[qOff + i] * keys[kOff + i];
-              att[p] = s * scale;
-            }
-            softmax(att, pos + 1);
-            const out = row * qd + h * hd;
-            for (let i = 0; i < hd; i++) xb[out + i] = 0;
-            for (let p = 0; p <= pos; p++) {
-              const vOff = cacheOff + p * kv + kvh * hd;
-              const a = att[p];
-              for (let i = 0; i < hd; i++) xb[out + i] += a * values[vOff + i];
-            }
-          }
+          attendRow(xb, q, row * qd, r.kv.key, r.kv.value, cacheOff, kv, r.startPos + t + 1, c.numHeads, groupSize, hd, scale, att);
         }
       }
       // xb is (rows, qDim) here; wo maps it back to dim
@@ -320,10 +375,7 @@ export class CpuBatchLlama {
       for (let i = 0; i < m; i++) rmsnorm(xb, x, lw.ffnNorm, dim, c.rmsNormEps, i * dim, i * dim);
       this.mm(hb, xb, lm.wGate, m);
       this.mm(hb2, xb, lm.wUp, m);
-      for (let i = 0; i < m * hidden; i++) {
-        const g = hb[i];
-        hb[i] = (g / (1 + Math.exp(-g))) * hb2[i];
-      }
+      siluMul(hb, hb2, m * hidden);
       this.mm(xb2, hb, lm.wDown, m);
       for (let i = 0; i < m * dim; i++) x[i] += xb2[i];
     }

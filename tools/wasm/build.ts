@@ -1,13 +1,15 @@
-// Assemble src/engine/cpu-matmul.wat (WebAssembly text) into src/engine/cpu-matmul.wasm.ts, the
-// module's bytes as base64, so the browser bundle and Node load it with no build step or
-// loader. `npm run build:wasm` after editing the .wat; a test checks the two still match.
+// Write src/engine/cpu-matmul.wat from its generator (gen-matmul.ts), then assemble it
+// (WebAssembly text) into src/engine/cpu-matmul.wasm.ts, the module's bytes as base64, so the
+// browser bundle and Node load it with no build step or loader. `npm run build:wasm` after
+// editing gen-matmul.ts; a test checks all three still match.
 //
 //   npx tsx tools/wasm/build.ts [--check]
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import wabtInit from 'wabt';
+import { WAT_PATH, matmulWat } from './gen-matmul.ts';
 
-export const WAT = 'src/engine/cpu-matmul.wat';
+export const WAT = WAT_PATH;
 export const OUT = 'src/engine/cpu-matmul.wasm.ts';
 
 /** The .wat assembled (SIMD enabled) to bytes. */
@@ -28,14 +30,14 @@ export function render(bytes: Uint8Array): string {
 }
 
 if (process.argv[1]?.endsWith('build.ts')) {
-  const text = render(await assemble());
   if (process.argv.includes('--check')) {
-    if (readFileSync(OUT, 'utf8') !== text) {
-      console.error(`${OUT} is stale: run npx tsx tools/wasm/build.ts`);
+    if (readFileSync(WAT, 'utf8') !== matmulWat() || readFileSync(OUT, 'utf8') !== render(await assemble())) {
+      console.error(`${WAT} or ${OUT} is stale: run npm run build:wasm`);
       process.exitCode = 1;
     }
   } else {
-    writeFileSync(OUT, text);
-    console.error(`wrote ${OUT}`);
+    writeFileSync(WAT, matmulWat());
+    writeFileSync(OUT, render(await assemble()));
+    console.error(`wrote ${WAT} and ${OUT}`);
   }
 }
