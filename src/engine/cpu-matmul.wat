@@ -12,9 +12,10 @@
 ;;
 ;; Tiles (a tile of a weight rows × b input rows keeps a·b accumulators in registers; every
 ;; weight vector it loads serves b rows, every input vector a rows):
-;;   m <= 9: one weight row at a time (the weights are read as one sequential stream),
-;;            5, 4, 3, 2, 1 input rows per tile; the weight row stays in L1 for the later tiles.
-;;   m > 9:  4 weight rows at a time, 2, 1 input rows per tile; the last d % 4
+;;   m = 1, or m <= 9 and n <= 1024: one weight row at a time (the weights are read as one
+;;            sequential stream), 5, 4, 3, 2, 1 input rows per tile; the weight row stays in L1 for
+;;            the later tiles.
+;;   otherwise: 4 weight rows at a time, 2, 1 input rows per tile; the last d % 4
 ;;            weight rows one at a time.
 ;;
 ;; Host contract (cpu-matmul.ts): memory exported as "memory"; o, x, w 4-byte aligned (v128 loads
@@ -57,7 +58,8 @@
     (local.set $n4B (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2)))   ;; bytes of the f32x4 part of a row
     (local.set $rowB (i32.shl (local.get $n) (i32.const 2)))                            ;; bytes per row of W and x
     (local.set $i (i32.const 0))
-    (if (i32.le_u (local.get $m) (i32.const 9))
+    (if (i32.or (i32.eq (local.get $m) (i32.const 1))
+                (i32.and (i32.le_u (local.get $m) (i32.const 9)) (i32.le_u (local.get $n) (i32.const 1024))))
       (then
     ;; -- 1 weight row at a time, input tiles 5, 4, 3, 2, 1 --
     (block $iSDone (loop $iSNext
