@@ -108,11 +108,16 @@ describe('duet bench all --quick', () => {
       expect(res.sections.spec.status).toBe('ok');
       expect(res.sections.capacity.status).toBe('ok');
       expect(res.sections.kernels.status).toBe('skipped');
-      const spec = (res.sections.spec as { data: { kSweep: { tokensPerTargetPass: number; mismatches?: number }[]; rtt: { rttMs: number; mismatches: number }[] } }).data;
+      const spec = (res.sections.spec as { data: { kSweep: { tokensPerTargetPass: number; mismatches?: number; tokPerSec: number; baselineTokPerSec?: number; speedup?: number }[]; rtt: { rttMs: number; mismatches: number }[] } }).data;
       expect(spec.rtt.map((x) => x.rttMs)).toEqual([0, 0, 50, 50]);
       // exactness holds in the benchmark too: greedy speculative == target-only
       for (const row of spec.kSweep) if (row.mismatches !== undefined) expect(row.mismatches).toBe(0);
       for (const row of spec.kSweep) expect(row.tokensPerTargetPass).toBeGreaterThanOrEqual(1);
+      // every row carries its own target-only runs, and its speedup is against them
+      for (const row of spec.kSweep) {
+        expect(row.baselineTokPerSec).toBeGreaterThan(0);
+        expect(row.speedup).toBeCloseTo(row.tokPerSec / row.baselineTokPerSec!, 2);
+      }
       const cap = (res.sections.capacity as { data: { results: { errors: number; sessions: number }[] }[] }).data;
       expect(cap.map((c) => c.results[0].sessions)).toEqual([1, 4]);
       for (const c of cap) for (const m of c.results) expect(m.errors).toBe(0);

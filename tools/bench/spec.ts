@@ -66,6 +66,10 @@ export interface SweepRow {
   tokPerSec: number;
   draftMsPerToken: number;
   verifyMsPerPass: number;
+  /** Target-only tok/s on the same prompts, each run beside its speculative run (absent in results from before 2026-12-02). */
+  baselineTokPerSec?: number;
+  /** tokPerSec / baselineTokPerSec. */
+  speedup?: number;
   /** Greedy: prompts whose output differs from target-only greedy (the exactness promise: 0). */
   mismatches?: number;
 }
@@ -151,10 +155,21 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
     for (const k of quick ? ([1, 2, 4, 8, 'adaptive'] as const) : ([1, 2, 3, 4, 5, 6, 7, 8, 'adaptive'] as const)) {
       const tally = new SpecTally();
       let mismatches = 0;
+      // each prompt's target-only run sits beside its speculative one (order alternating by
+      // prompt), so the row's speedup compares runs seconds apart on a box whose speed drifts
+      let rowBaseTokens = 0;
+      let rowBaseMs = 0;
       for (const [i, p] of prompts.entries()) {
+        const runBase = async (): Promise<void> => {
+          const b = await baseline(new LocalTarget(target), p, { params: { ...params, seed: i }, maxTokens, eosTokenIds: eos });
+          rowBaseTokens += b.tokens.length;
+          rowBaseMs += b.wallMs;
+        };
+        if (i % 2 === 0) await runBase();
         const r = await speculate(draft, new LocalTarget(target), p, {
           params: { ...params, seed: i }, maxTokens, k: k === 'adaptive' ? undefined : k, adaptive: k === 'adaptive', eosTokenIds: eos,
         });
+        if (i % 2 === 1) await runBase();
         const s = r.stats;
         tally.add({
           tokens: r.tokens.length, targetPasses: s.targetPasses, drafted: s.draftedTokens, accepted: s.acceptedTokens, rounds: s.rounds,
@@ -169,6 +184,7 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
         tokensPerTargetPass: r3(tally.tokensPerTargetPass), acceptanceRate: r3(tally.acceptanceRate),
         meanAcceptedPerRound: r3(tally.meanAcceptedPerRound), meanK: r3(tally.meanKPerRound),
         tokPerSec: r3(tally.tokPerSec), draftMsPerToken: r3(tally.draftMsPerToken), verifyMsPerPass: r3(tally.verifyMsPerPass),
+        baselineTokPerSec: r3((rowBaseTokens * 1000) / rowBaseMs), speedup: r3(tally.tokPerSec / ((rowBaseTokens * 1000) / rowBaseMs)),
         ...(name === 'greedy' ? { mismatches } : {}),
       };
       kSweep.push(out);
