@@ -41,12 +41,13 @@ const now = (): number => performance.now();
 export function createCpuVerifier(o: CpuVerifierOptions): CpuBackend {
   const maxContext = Math.min(o.maxContext ?? 2048, o.config.maxPositionEmbeddings);
   const batched = (o.engine ?? 'batched') === 'batched';
-  const info: VerifierInfo = {
+  const info = (device: string): VerifierInfo => ({
     backend: 'cpu', model: o.model, tokenizerHash: o.tokenizerHash, vocabSize: o.config.vocabSize,
-    maxContext, maxBatch: o.maxBatch ?? 16, device: batched ? 'cpu (TypeScript, batched)' : 'cpu (TypeScript reference)', resume: true,
-  };
-  if (!batched) return new LocalVerifier({ info, makeModel: () => new CpuLlama(o.config, o.weights, maxContext), maxDraft: o.maxDraft ?? 16 });
-  return new CpuVerifier(info, new CpuBatchLlama(o.config, o.weights, maxContext), o.maxDraft ?? 16);
+    maxContext, maxBatch: o.maxBatch ?? 16, device, resume: true,
+  });
+  if (!batched) return new LocalVerifier({ info: info('cpu (TypeScript reference)'), makeModel: () => new CpuLlama(o.config, o.weights, maxContext), maxDraft: o.maxDraft ?? 16 });
+  const engine = new CpuBatchLlama(o.config, o.weights, maxContext);
+  return new CpuVerifier(info(`cpu (batched, ${engine.matmulPath === 'wasm' ? 'WebAssembly SIMD' : 'JavaScript'} matmul)`), engine, o.maxDraft ?? 16);
 }
 
 /** A session whose prefill is part-way through (pass() runs it in chunks, beside other work). */

@@ -179,12 +179,13 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
         });
         if (name === 'greedy' && JSON.stringify(r.tokens) !== JSON.stringify(greedyWant[i])) mismatches++;
       }
+      const rowBaseTokPerSec = (rowBaseTokens * 1000) / rowBaseMs;
       const out: SweepRow = {
         sampling: name, k, prompts: nPrompts, tokens: tally.tokens, targetPasses: tally.targetPasses,
         tokensPerTargetPass: r3(tally.tokensPerTargetPass), acceptanceRate: r3(tally.acceptanceRate),
         meanAcceptedPerRound: r3(tally.meanAcceptedPerRound), meanK: r3(tally.meanKPerRound),
         tokPerSec: r3(tally.tokPerSec), draftMsPerToken: r3(tally.draftMsPerToken), verifyMsPerPass: r3(tally.verifyMsPerPass),
-        baselineTokPerSec: r3((rowBaseTokens * 1000) / rowBaseMs), speedup: r3(tally.tokPerSec / ((rowBaseTokens * 1000) / rowBaseMs)),
+        baselineTokPerSec: r3(rowBaseTokPerSec), speedup: r3(tally.tokPerSec / rowBaseTokPerSec),
         ...(name === 'greedy' ? { mismatches } : {}),
       };
       kSweep.push(out);
