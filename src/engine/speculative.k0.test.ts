@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { VirtualClock } from './clock.ts';
 import { LocalTarget } from './local-target.ts';
-import { DelayedLink, DelayedModel, KController, PROBE_BUDGET, STRETCH_MAX, baseline, speculate, type SpecResult } from './speculative.ts';
+import { DelayedLink, DelayedModel, KController, PROBE_BUDGET, PROBE_MAX, STRETCH_MAX, baseline, fitLine, speculate, type SpecResult } from './speculative.ts';
 import { CostedTarget, randomPrompts, tinyPair } from './spec-fixtures.ts';
 import type { SamplingParams } from './sampling.ts';
 import type { TargetLink } from './target-link.ts';
@@ -31,7 +31,7 @@ interface Run {
   baseTokens: number[];
 }
 
-async function run(prompt: number[], o: { draftDelayMs: number; rttMs?: number; params?: SamplingParams; pipeline?: boolean; targetOnlyArm?: boolean; queueMs?: number; cost?: typeof COST }): Promise<Run> {
+async function run(prompt: number[], o: { draftDelayMs: number; draftPerTokenMs?: number; rttMs?: number; params?: SamplingParams; pipeline?: boolean; targetOnlyArm?: boolean; queueMs?: number; cost?: typeof COST }): Promise<Run> {
   const clock = new VirtualClock();
   const cost = o.cost ?? COST;
   const link = (): TargetLink => {
@@ -39,7 +39,7 @@ async function run(prompt: number[], o: { draftDelayMs: number; rttMs?: number; 
     return o.rttMs ? new DelayedLink(costed, o.rttMs, clock) : costed;
   };
   const params = o.params ?? GREEDY;
-  const spec = await clock.run(() => speculate(new DelayedModel(pair.newDraft(N + 32), o.draftDelayMs, clock), link(), prompt, {
+  const spec = await clock.run(() => speculate(new DelayedModel(pair.newDraft(N + 32), o.draftDelayMs, clock, o.draftPerTokenMs), link(), prompt, {
     params, maxTokens: N, adaptive: true, pipeline: o.pipeline, targetOnlyArm: o.targetOnlyArm, clock,
   }));
   const clockB = new VirtualClock();
@@ -64,6 +64,20 @@ describe('k = 0 arm end to end (virtual time, injected costs)', () => {
         expect(r.spec.provenance.slice(1).filter((p) => p === 'target').length, what).toBe(r.spec.stats.streamedTokens); // [0] is the prefill's token
         expect(r.spec.stats.streamedTokens, what).toBeGreaterThan(N * 0.7);
         expect(r.spec.kHistory.slice(r.spec.kHistory.indexOf(0)).some((k) => k > 0), what).toBe(true);
+      }
+    }
+  });
+
+  it('a compute-bound draft (its catch-up after a stretch costs per streamed token): adaptive >= 0.9x the baseline; greedy identical', async () => {
+    // a draft step 12 ms (4 ms + 8 ms a token), a catch-up of 100 streamed tokens 804 ms: a probe
+    // after P streamed tokens costs about what streaming them took, so it is put off (PROBE_MAX)
+    for (const [i, prompt] of prompts.entries()) {
+      for (const rttMs of [0, 20]) {
+        const r = await run(prompt, { draftDelayMs: 4, draftPerTokenMs: 8, rttMs, pipeline: i % 2 === 1 });
+        const what = `prompt ${i}, RTT ${rttMs}: ${r.specTokPerSec.toFixed(1)} vs ${r.baseTokPerSec.toFixed(1)} tok/s, ${r.spec.stats.streamedTokens} streamed, k ${r.spec.kHistory.join(',')}`;
+        expect(r.spec.tokens, what).toEqual(r.baseTokens);
+        expect(r.specTokPerSec / r.baseTokPerSec, what).toBeGreaterThanOrEqual(0.9);
+        expect(r.spec.stats.streamedTokens, what).toBeGreaterThan(N * 0.8);
       }
     }
   });
@@ -133,8 +147,10 @@ describe('KController: the k = 0 decision from injected costs', () => {
    * forced for the first 8, so the verify table has points), stretches when it chose 0 (each
    * streamed token one decode step verifyMs(0) plus the queue time; the stretch pays the RTT once).
    */
-  const fed = (o: { draftMs: number; verifyMs: (k: number) => number; rttMs?: number; queueMs?: number; accept: number; pipeline?: boolean }): KController => {
+  const fed = (o: { draftMs: number; verifyMs: (k: number) => number; rttMs?: number; queueMs?: number; accept: number; pipeline?: boolean; prefillMs?: number }): KController => {
     const c = new KController(8, 4, !!o.pipeline, true);
+    // the prompt's prefill (17 tokens) took one draft step unless told: a GPU-like draft, whose catch-up after a stretch costs about a step
+    c.observeCatchUp(o.prefillMs ?? o.draftMs, 17);
     const q = o.queueMs ?? 0;
     const rtt = o.rttMs ?? 0;
     for (let i = 0; i < 20; i++) {
@@ -187,6 +203,50 @@ describe('KController: the k = 0 decision from injected costs', () => {
     expect(noArm.choose()).toBe(4);
     // nonsense from a link is ignored
     expect(first({ rttMs: Number.NaN, prefillMs: 3, promptTokens: 17 }).k).toBe(2);
+  });
+
+  it('prices a catch-up from the draft\'s own forwards: a line through its prefill, catch-ups and steps', () => {
+    const cpu = new KController(8, 2, false, true);
+    cpu.observeCatchUp(12, 12); // a 12-token prefill in 12 ms
+    expect(cpu.catchUpTime(100)).toBeCloseTo(100, 9); // one point: in proportion
+    cpu.observeDraft(1.5); // a step (n = 1) in 1.5 ms: the line through (1, 1.5) and (12, 12)
+    expect(cpu.catchUpTime(100)).toBeCloseTo(1.5 + (99 * 10.5) / 11, 9);
+    const gpu = new KController(8, 2, false, true);
+    gpu.observeCatchUp(10, 40);
+    gpu.observeDraft(10);
+    gpu.observeCatchUp(10.5, 150);
+    gpu.observeCatchUp(9.5, 90);
+    // about a step whatever n (the least-squares slope through these points is 0.0025 ms a token)
+    expect(gpu.catchUpTime(500)).toBeGreaterThan(9.5);
+    expect(gpu.catchUpTime(500)).toBeLessThan(12);
+    // the fit itself (a, b >= 0): a falling line is flat at the mean; one below the origin goes through it
+    expect(fitLine([[1, 4], [3, 2]], 'half')).toEqual({ a: 3, b: 0 });
+    expect(fitLine([[2, 1], [4, 5]], 'half')).toEqual({ a: 0, b: 22 / 20 });
+    expect(fitLine([[2, 6]], 'half')).toEqual({ a: 3, b: 1.5 });
+    // nonsense is ignored
+    gpu.observeCatchUp(Number.NaN, 3);
+    gpu.observeCatchUp(5, 0);
+    expect(gpu.catchUpTime(500)).toBeLessThan(12);
+  });
+
+  it('puts probes off to PROBE_MAX streamed tokens when catching up costs more per token than the probe budget', () => {
+    // a CPU-like draft: its 17-token prefill took 17 steps; catching up on P tokens costs ~P steps, > PROBE_BUDGET of streaming them
+    const c = fed({ draftMs: 12, verifyMs: flat, accept: 0.8, prefillMs: 17 * 12 });
+    const s = c.streamStepTime();
+    expect(c.catchUpTime(1) - c.catchUpTime(0)).toBeGreaterThan(PROBE_BUDGET * s);
+    let streamed = 0;
+    let probeAt = -1;
+    for (let i = 0; i < 2000 && probeAt < 0; i++) {
+      const k = c.choose();
+      if (k > 0) probeAt = streamed;
+      else {
+        const n = c.stretchTokens();
+        c.observeStretch(n, n * s, s);
+        streamed += n;
+      }
+    }
+    expect(probeAt).toBeGreaterThanOrEqual(PROBE_MAX - STRETCH_MAX);
+    expect(probeAt).toBeLessThanOrEqual(PROBE_MAX + STRETCH_MAX);
   });
 
   it('keeps probing while streaming, within the probe budget, and returns to drafting when the draft gets fast', () => {

@@ -165,38 +165,42 @@ describe('KController', () => {
 });
 
 describe('time to first token', () => {
-  it("emits the target's first token as it arrives, while the draft's prefill is still running", async () => {
+  it("emits the target's first token as it arrives, before the draft's prefill has finished (a local target: before it starts; a remote one: while it runs)", async () => {
     const p = [3, 1, 4, 1, 5];
     const want = (await baseline(new LocalTarget(pair.newTarget()), p, { params: GREEDY, maxTokens: 6 })).tokens;
-    const slowDraft = pair.newDraft();
-    const forward = slowDraft.forward.bind(slowDraft);
-    // The draft's prefill (its first forward, over the whole prompt) waits until released.
-    let release!: () => void;
-    const gate = new Promise<void>((r) => { release = r; });
-    let prefilling = false;
-    slowDraft.forward = async (t, s) => {
-      if (s === 0 && t.length === p.length) {
-        prefilling = true;
-        await gate;
-        prefilling = false;
-      }
-      return forward(t, s);
-    };
-    const seen: { token: number; duringPrefill: boolean }[] = [];
-    const run = speculate(slowDraft, new LocalTarget(pair.newTarget()), p, {
-      params: GREEDY, maxTokens: 6, k: 2,
-      onToken: (e) => {
-        seen.push({ token: e.token, duringPrefill: prefilling });
-        if (seen.length === 1) release();
-      },
-    });
-    // The gate only opens on the first token: a controller that waits for the draft's prefill
-    // before emitting would never finish; bound the wait so it fails instead of hanging.
-    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the first token waited for the draft prefill')), 5000));
-    const r = await Promise.race([run, timeout]);
-    expect(seen[0]).toEqual({ token: want[0], duringPrefill: true });
-    expect(r.tokens).toEqual(want);
-    expect(r.stats.ttftMs).toBeLessThan(r.stats.wallMs);
+    for (const rttMs of [0, 20]) {
+      const slowDraft = pair.newDraft();
+      const forward = slowDraft.forward.bind(slowDraft);
+      // The draft's prefill (its first forward, over the whole prompt) waits until released.
+      let release!: () => void;
+      const gate = new Promise<void>((r) => { release = r; });
+      let state: 'not started' | 'running' | 'done' = 'not started';
+      slowDraft.forward = async (t, s) => {
+        if (s === 0 && t.length === p.length) {
+          state = 'running';
+          await gate;
+          state = 'done';
+        }
+        return forward(t, s);
+      };
+      const seen: { token: number; prefill: string }[] = [];
+      const link = rttMs ? new DelayedLink(new LocalTarget(pair.newTarget()), rttMs) : new LocalTarget(pair.newTarget());
+      const run = speculate(slowDraft, link, p, {
+        params: GREEDY, maxTokens: 6, k: 2,
+        onToken: (e) => {
+          seen.push({ token: e.token, prefill: state });
+          if (seen.length === 1) release();
+        },
+      });
+      // The gate only opens on the first token: a controller that waits for the draft's prefill
+      // before emitting would never finish; bound the wait so it fails instead of hanging.
+      const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the first token waited for the draft prefill')), 5000));
+      const r = await Promise.race([run, timeout]);
+      // in this thread the open answers before the draft's prefill starts (a macrotask later); over a link, while it runs
+      expect(seen[0], `RTT ${rttMs}`).toEqual({ token: want[0], prefill: rttMs ? 'running' : 'not started' });
+      expect(r.tokens).toEqual(want);
+      expect(r.stats.ttftMs).toBeLessThan(r.stats.wallMs);
+    }
   });
 });
 

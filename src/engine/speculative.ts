@@ -113,8 +113,11 @@ export interface KPolicy {
   readonly alpha: number;
   observeRound(k: number, accepted: number, roundMs: number, verifyMs: number, load?: { queueMs?: number; batch?: number }): void;
   observeDraft(msPerToken: number): void;
-  /** The draft ran the tokens of a stretch it did not propose, taking ms (the price of resuming drafting). */
-  observeCatchUp(ms: number): void;
+  /**
+   * The draft ran `tokens` tokens it did not propose in one forward, taking ms: the prompt's
+   * prefill, or a stretch's tokens before drafting resumes (the price of a probe).
+   */
+  observeCatchUp(ms: number, tokens: number): void;
   /** A stretch of n tokens took wallMs from request to its end; stepMs per token between tokens (NaN if unknown). */
   observeStretch(n: number, wallMs: number, stepMs: number): void;
   /** What open() learned before round 0: the link's round trip, the target's prefill ms, the prompt's length. */
@@ -130,10 +133,41 @@ export const STRETCH_MAX = 256;
 export const STRETCH_FIXED_SHARE = 0.03;
 /** Probing drafting while streaming may cost at most this fraction of the streaming time. */
 export const PROBE_BUDGET = 0.05;
+/** The longest stretch of streamed tokens between two probes of drafting. */
+export const PROBE_MAX = 4096;
 /** Switch modes only when the other is predicted this much faster (hysteresis against flapping). */
 export const MODE_MARGIN = 1.05;
 /** While drafting, stream STRETCH_MIN tokens once this many rounds to keep the stream's cost measured. */
 export const STREAM_PROBE_EVERY = 50;
+
+/**
+ * Least-squares line y = a + b·x with a, b >= 0 through pts (b < 0 → flat at the mean; a < 0 →
+ * through the origin). With one point: half fixed, half proportional ('half'), or all
+ * proportional ('proportional').
+ */
+export function fitLine(pts: readonly (readonly [number, number])[], onePoint: 'half' | 'proportional'): { a: number; b: number } {
+  if (pts.length === 0) return { a: 0, b: 0 };
+  const n = pts.length;
+  const mx = pts.reduce((s, p) => s + p[0], 0) / n;
+  const my = pts.reduce((s, p) => s + p[1], 0) / n;
+  let sxx = 0;
+  let sxy = 0;
+  for (const [x, y] of pts) {
+    sxx += (x - mx) ** 2;
+    sxy += (x - mx) * (y - my);
+  }
+  if (n === 1 || sxx === 0) return onePoint === 'half' ? { a: my / 2, b: my / 2 / mx } : { a: 0, b: my / mx };
+  let b = sxy / sxx;
+  let a = my - b * mx;
+  if (b < 0) {
+    b = 0;
+    a = my;
+  } else if (a < 0) {
+    a = 0;
+    b = pts.reduce((s, p) => s + p[0] * p[1], 0) / pts.reduce((s, p) => s + p[0] * p[0], 0);
+  }
+  return { a, b };
+}
 
 /**
  * Chooses k to maximize expected generated tokens per unit time.
@@ -165,9 +199,12 @@ export const STREAM_PROBE_EVERY = 50;
  * most STRETCH_FIXED_SHARE of the stretch. It is chosen when n / T0(n) beats the best E(k)/T(k)
  * by MODE_MARGIN (and drafting resumes when it is beaten by as much). While streaming, drafting
  * is probed with one round of min(best k, 2) after every P streamed tokens, P chosen so the
- * probe's expected loss (its time, plus the draft catching up on the streamed tokens, plus the
+ * probe's expected loss (its time, plus the draft catching up on the P streamed tokens, plus the
  * next stretch's fixed cost, minus the time streaming would take for its E tokens) is at most
- * PROBE_BUDGET of the streaming time. The other way round, the stream's cost is measured, not
+ * PROBE_BUDGET of the streaming time. The catch-up is priced from the draft's own forwards of n
+ * tokens (a line a + b·n through its prompt prefill, its catch-ups and its steps): a GPU draft
+ * pays about a step whatever n, a CPU draft per token; where b exceeds PROBE_BUDGET of a stream
+ * step no P keeps a probe within budget and probes come every PROBE_MAX tokens. The other way round, the stream's cost is measured, not
  * extrapolated (a verify line fitted over k = 1..8 says little about one position on a loaded
  * or batched target): the second decision is a stretch, sized by the amortization rule above
  * from round 0's estimates (STRETCH_MIN where the round trip is cheap; on a fast target behind a
@@ -176,8 +213,8 @@ export const STREAM_PROBE_EVERY = 50;
  * rounds (never slower than the target alone; at most a few percent of a speculative gain). With the arm on, speculate()
  * starts at kInit = 2 (a slow draft should not pay for a long first block), unless what open()
  * measured — the link's round trip and the prefill's time (a decode step costs between prefill / P
- * and prefill) — shows streaming beating even a free draft (a free pass at the lower bound, α at
- * its prior, k = kMax): then round 0 is already a stretch, and the first draft round comes as a
+ * and prefill) — shows streaming beating even the cheapest drafting (the pass at its lower bound,
+ * α at its prior, a draft step at its prompt prefill's cost per token, the best k): then round 0 is already a stretch, and the first draft round comes as a
  * probe (a fast target behind a long round trip would otherwise pay one round trip to learn it). A probe refreshes d, α, V and R, so the controller returns to drafting when it pays (a faster
  * draft, a busier server).
  */
@@ -197,7 +234,8 @@ export class KController implements KPolicy {
   private streamedSinceProbe = 0;
   private probeEvery = STRETCH_MAX;
   private probeDue = false;
-  private catchUpMs = NaN;
+  /** The draft's forwards of n tokens it did not propose (prefill, catch-ups): [n, ms], newest last. */
+  private readonly catchUps: [number, number][] = [];
   private streamProbe = false;
   private sinceStreamProbe = 0;
   // from open: the link's round trip and the prefill (an upper bound on one decode step)
@@ -238,11 +276,14 @@ export class KController implements KPolicy {
   }
 
   /**
-   * Round 0 with the k = 0 arm: stream from the start when streaming beats even free drafting.
-   * Drafting's rate is at most E(kMax) / (RTT + one pass) with a free draft (its pass priced at
-   * the lower bound, α at its prior); streaming's at least n / (RTT + n · prefill) (a step priced
-   * at the upper bound). Where the round trip dominates (a fast target behind a long one) this
-   * saves the draft round that would only learn it; elsewhere the first round drafts as before.
+   * Round 0 with the k = 0 arm: stream from the start when streaming beats even the cheapest
+   * drafting. Drafting's rate is at most max over k of E(k) / (RTT + one pass + k·d) with the
+   * pass priced at its lower bound, α at its prior and d at the draft's own lower bound (its
+   * prompt prefill per token, when that was timed; else free; pipelined: only the (1 − h) share
+   * of rounds pays for drafting); streaming's at least n / (RTT + n · prefill) (a step priced at
+   * the upper bound). Both sides are bounds, so no margin is added. Where the round trip
+   * dominates (a fast target behind a long one) this saves the draft round that would only learn
+   * it; elsewhere the first round drafts as before.
    */
   private streamsFirst(): boolean {
     if (!this.targetOnly || !Number.isFinite(this.openRttMs) || !Number.isFinite(this.openPassMs)) return false;
@@ -250,12 +291,34 @@ export class KController implements KPolicy {
     const step = Math.max(this.openPassMs, 1e-6);
     const n = Math.max(STRETCH_MIN, Math.min(STRETCH_MAX, Math.ceil(O / (STRETCH_FIXED_SHARE * step))));
     const stream = n / (O + n * step);
-    const draftAtBest = this.expectedTokens(this.kMax) / Math.max(O + this.openPassLoMs, 1e-6);
-    return stream > draftAtBest * MODE_MARGIN;
+    const dLo = this.catchUps.reduce((m, [tokens, ms]) => Math.min(m, ms / tokens), Infinity);
+    const d = Number.isFinite(dLo) ? dLo : 0;
+    let draftAtBest = 0;
+    for (let k = 1; k <= this.kMax; k++) {
+      const share = this.pipeline ? 1 - this.alpha ** (k + 1) : 1;
+      draftAtBest = Math.max(draftAtBest, this.expectedTokens(k) / Math.max(O + this.openPassLoMs + share * k * d, 1e-6));
+    }
+    return stream > draftAtBest;
   }
 
-  observeCatchUp(ms: number): void {
-    this.catchUpMs = Number.isNaN(this.catchUpMs) ? ms : 0.7 * this.catchUpMs + 0.3 * ms;
+  observeCatchUp(ms: number, tokens: number): void {
+    if (!(ms >= 0) || !(tokens >= 1)) return;
+    this.catchUps.push([tokens, ms]);
+    if (this.catchUps.length > 8) this.catchUps.shift();
+  }
+
+  /**
+   * Expected ms for the draft to run n tokens it did not propose (before a probe after n
+   * streamed tokens): a line a + b·n through its forwards — the catch-ups and the prompt's
+   * prefill, and a draft step as n = 1. A CPU draft pays per token (b > 0), a GPU one about a
+   * step whatever n (b ≈ 0). Before any forward is timed: 0.
+   */
+  catchUpTime(n: number): number {
+    const pts = [...this.catchUps];
+    if (!Number.isNaN(this.draftMs)) pts.push([1, this.draftMs]);
+    if (pts.length === 0) return 0;
+    const { a, b } = fitLine(pts, 'proportional');
+    return a + b * n;
   }
 
   observeStretch(n: number, wallMs: number, stepMs: number): void {
@@ -271,27 +334,7 @@ export class KController implements KPolicy {
   verifyLine(): { a: number; b: number } {
     const pts: [number, number][] = [];
     this.verifyMsAt.forEach((y, k) => y !== undefined && pts.push([k + 1, y]));
-    if (pts.length === 0) return { a: 0, b: 0 };
-    const n = pts.length;
-    const mx = pts.reduce((s, p) => s + p[0], 0) / n;
-    const my = pts.reduce((s, p) => s + p[1], 0) / n;
-    if (n === 1) return { a: my / 2, b: my / 2 / mx };
-    let sxx = 0;
-    let sxy = 0;
-    for (const [x, y] of pts) {
-      sxx += (x - mx) ** 2;
-      sxy += (x - mx) * (y - my);
-    }
-    let b = sxy / sxx;
-    let a = my - b * mx;
-    if (b < 0) {
-      b = 0;
-      a = my;
-    } else if (a < 0) {
-      a = 0;
-      b = pts.reduce((s, p) => s + p[0] * p[1], 0) / pts.reduce((s, p) => s + p[0] * p[0], 0);
-    }
-    return { a, b };
+    return fitLine(pts, 'half');
   }
 
   /** Expected verify ms of a k-block (k = 0: one decode step, from the line). */
@@ -306,8 +349,14 @@ export class KController implements KPolicy {
     return alpha >= 1 - 1e-9 ? k + 1 : (1 - alpha ** (k + 1)) / (1 - alpha);
   }
 
+  /** ms per drafted token: measured, or before any draft step the prompt prefill's per-token cost (a lower bound). */
+  draftStepTime(): number {
+    if (!Number.isNaN(this.draftMs)) return this.draftMs;
+    return this.catchUps.length > 0 ? this.catchUpTime(1) : 0;
+  }
+
   roundTime(k: number): number {
-    const d = Number.isNaN(this.draftMs) ? 0 : this.draftMs;
+    const d = this.draftStepTime();
     const r = (Number.isNaN(this.overheadMs) ? 0 : this.overheadMs) + this.verifyTime(k);
     if (!this.pipeline) return k * d + r;
     const h = this.alpha ** (k + 1);
@@ -360,13 +409,23 @@ export class KController implements KPolicy {
     return bestK;
   }
 
-  /** Probe interval: the probe's expected loss over streaming ≤ PROBE_BUDGET of the streaming time. */
+  /**
+   * Probe interval P: the probe's expected loss over streaming ≤ PROBE_BUDGET of the P tokens'
+   * streaming time. The loss is the probe round's time, plus the draft catching up on the P
+   * streamed tokens (a + b·P), plus the next stretch's fixed cost, minus what streaming gives in
+   * that time: P ≥ (round + a + S − E·s) / (PROBE_BUDGET·s − b). Where catching up costs more
+   * per token than the budget allows (b ≥ PROBE_BUDGET·s: a CPU draft beside a fast target),
+   * no interval keeps a probe within budget and probes come every PROBE_MAX tokens; the
+   * condition is measured again at each decision, so a busier server (a larger s) brings them back.
+   */
   private planProbes(kProbe: number): void {
     const s = Math.max(this.streamStepTime(), 1e-6);
-    // before any stretch has been caught up on, assume it costs one draft step
-    const catchUp = Number.isNaN(this.catchUpMs) ? (Number.isNaN(this.draftMs) ? 0 : this.draftMs) : this.catchUpMs;
-    const loss = Math.max(0, this.roundTime(kProbe) + catchUp + this.stretchFixedTime() - this.expectedTokens(kProbe) * s);
-    this.probeEvery = Math.max(STRETCH_MIN, Math.min(4096, Math.ceil(loss / (PROBE_BUDGET * s))));
+    const a = this.catchUpTime(0);
+    const b = this.catchUpTime(1) - a;
+    const fixedLoss = Math.max(0, this.roundTime(kProbe) + a + this.stretchFixedTime() - this.expectedTokens(kProbe) * s);
+    const room = PROBE_BUDGET * s - b;
+    const p = room > 0 ? Math.ceil(fixedLoss / room) : PROBE_MAX;
+    this.probeEvery = Math.max(STRETCH_MIN, Math.min(PROBE_MAX, p));
   }
 
   choose(): number {
@@ -435,8 +494,9 @@ class Drafter {
   private kv: number[] = [];
   msTotal = 0;
   tokensDrafted = 0;
-  /** Time spent running tokens the draft did not propose (after a k = 0 stretch), ms. */
+  /** Time spent running tokens the draft did not propose (after a k = 0 stretch), ms, and how many. */
   catchUpMs = 0;
+  caughtUpTokens = 0;
 
   constructor(readonly model: CausalLM, readonly params: SamplingParams, readonly clock: Clock) {}
 
@@ -465,6 +525,7 @@ class Drafter {
       const t0 = this.clock.now();
       await this.model.forward(context.slice(c, -1), c);
       this.catchUpMs += this.clock.now() - t0;
+      this.caughtUpTokens += context.length - 1 - c;
       c = context.length - 1;
       this.kv = context.slice(0, c);
     }
@@ -552,7 +613,17 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
       ctl.observeOpen?.({ rttMs: Math.max(0, Math.min(r.rttMs, openRtt)), prefillMs: r.prefillMs, promptTokens: prompt.length });
     }
   });
-  const [opened, prefilled] = await Promise.allSettled([opening, prompt.length > 1 ? drafter.prefill(prompt) : Promise.resolve()]);
+  // the draft's prefill starts one macrotask later: an open the target answers in this thread (a
+  // local target) emits its token first instead of waiting behind the draft's prefill; a remote
+  // open is already on the wire, so overlap is kept
+  const draftPrefill = async (): Promise<void> => {
+    if (prompt.length < 2) return;
+    await clock.sleep(0);
+    const p0 = clock.now();
+    await drafter.prefill(prompt);
+    ctl.observeCatchUp(clock.now() - p0, prompt.length);
+  };
+  const [opened, prefilled] = await Promise.allSettled([opening, draftPrefill()]);
   if (prefilled.status === 'rejected') throw prefilled.reason;
   if (opened.status === 'rejected') throw opened.reason;
 
@@ -617,8 +688,9 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     const d0 = drafter.tokensDrafted;
     const m0 = drafter.msTotal;
     const c0 = drafter.catchUpMs;
+    const u0 = drafter.caughtUpTokens;
     while (block.length < k) block.push(await drafter.next([...transcript, ...block.map((b) => b.token)]));
-    if (drafter.catchUpMs > c0) ctl.observeCatchUp(drafter.catchUpMs - c0);
+    if (drafter.catchUpMs > c0) ctl.observeCatchUp(drafter.catchUpMs - c0, drafter.caughtUpTokens - u0);
     k = block.length;
     kHistory.push(k);
     const draftTokens = block.map((b) => b.token);
@@ -785,10 +857,12 @@ export class DelayedLink implements TargetLink {
 /**
  * A draft model whose every forward call takes delayMs longer (what `--draft-delay-ms` injects):
  * a draft device slow per step — a browser GPU with high dispatch latency, a busy laptop —
- * where speculation loses and the controller's k = 0 arm must take over.
+ * where speculation loses and the controller's k = 0 arm must take over. perTokenMs adds that
+ * much per token of the call: a compute-bound (CPU) draft, whose catch-up after a stretch costs
+ * in proportion to the tokens streamed.
  */
 export class DelayedModel implements CausalLM {
-  constructor(readonly inner: CausalLM, readonly delayMs: number, readonly clock: Clock = realClock) {}
+  constructor(readonly inner: CausalLM, readonly delayMs: number, readonly clock: Clock = realClock, readonly perTokenMs = 0) {}
 
   get config() {
     return this.inner.config;
@@ -804,7 +878,8 @@ export class DelayedModel implements CausalLM {
 
   async forward(tokens: ArrayLike<number>, startPos: number): Promise<Float32Array> {
     const out = await this.inner.forward(tokens, startPos);
-    if (this.delayMs > 0) await this.clock.sleep(this.delayMs);
+    const ms = this.delayMs + this.perTokenMs * tokens.length;
+    if (ms > 0) await this.clock.sleep(ms);
     return out;
   }
 

@@ -118,10 +118,20 @@ describe('duet bench all --quick', () => {
         expect(row.baselineTokPerSec).toBeGreaterThan(0);
         expect(row.speedup).toBeCloseTo(row.tokPerSec / row.baselineTokPerSec!, 2);
       }
+      // the k = 0 arm's rows: both modes at RTT 0 and 20, greedy text identical, in the report
+      const sd = (res.sections.spec as { data: { slowDraft: { rows: { rttMs: number; mode: string; ratio: number; specTokPerSec: number; baselineTokPerSec: number; mismatches: number; repeats: number }[] } } }).data.slowDraft;
+      expect(sd.rows.map((x) => `${x.rttMs} ${x.mode}`)).toEqual(['0 adaptive', '0 adaptive-no-k0', '20 adaptive', '20 adaptive-no-k0']);
+      for (const x of sd.rows) {
+        expect(x.mismatches).toBe(0);
+        expect(x.repeats).toBe(1);
+        expect(x.ratio).toBeCloseTo(x.specTokPerSec / x.baselineTokPerSec, 2);
+      }
       const cap = (res.sections.capacity as { data: { results: { errors: number; sessions: number }[] }[] }).data;
       expect(cap.map((c) => c.results[0].sessions)).toEqual([1, 4]);
       for (const c of cap) for (const m of c.results) expect(m.errors).toBe(0);
       const md = readFileSync(join(out, 'report.md'), 'utf8');
+      expect(md).toContain('## Never slower: a slowed draft and the k = 0 arm');
+      expect(md).toContain('| 20 | adaptive-no-k0 |');
       for (const f of figures(res)) {
         expect(md).toContain(`](${f.file})`);
         checkSvg(readFileSync(join(out, f.file), 'utf8'), f.file);

@@ -9,7 +9,7 @@ import type { CapacityReport } from './capacity.ts';
 import type { KernelBenchResult } from './kernels.ts';
 import type { VerifyBenchResult } from './verify.ts';
 import type { LoadTimeResult } from './loadtime.ts';
-import type { RttRow, SweepRow } from './spec.ts';
+import type { RttRow, SlowDraftRow, SweepRow } from './spec.ts';
 import type { SidecarBenchResult } from '../../server/verifiers/sidecar-bench.ts';
 import { barChart, lineChart, type ChartSpec } from './plots.ts';
 
@@ -43,6 +43,8 @@ export interface SpecData {
   baselineTokPerSec: number;
   kSweep: SweepRow[];
   rtt: RttRow[];
+  /** The k = 0 arm with a slowed draft (absent in runs before it was recorded). */
+  slowDraft?: { draftDelayMs: number; targetMsPerToken: number; rows: SlowDraftRow[] };
   /** The CPU engine of both models (absent in runs before it was recorded: those ran the reference). */
   engine?: 'batch' | 'reference';
 }
@@ -237,6 +239,15 @@ export function renderReport(r: AllResults): { markdown: string; figures: Figure
     L.push(`Adaptive k, greedy, in process behind an injected RTT (DelayedLink); ${reps ? `each prompt ${reps} times per mode in alternating order, per-prompt medians` : 'one run per prompt and mode'}. Mean k 0: every round was a stretch (the target streamed alone from round 0). Pipelined: ${crossover(spec.rtt.filter((x) => x.pipeline))}. Not pipelined: ${crossover(spec.rtt.filter((x) => !x.pipeline))}.`, '',
       '| RTT ms | pipelined | spec tok/s | baseline tok/s | speedup | tokens / pass | mean k | round ms | mismatches |', '|---|---|---|---|---|---|---|---|---|');
     for (const x of spec.rtt) L.push(`| ${x.rttMs} | ${x.pipeline} | ${n2(x.specTokPerSec)} | ${n2(x.baselineTokPerSec)} | ${n2(x.speedup)} | ${n2(x.tokensPerTargetPass)} | ${n2(x.meanK)} | ${n2(x.roundMs, 1)} | ${x.mismatches} |`);
+    L.push('');
+  }
+  if (spec?.slowDraft) {
+    const sd = spec.slowDraft;
+    const reps = sd.rows[0]?.repeats;
+    L.push('## Never slower: a slowed draft and the k = 0 arm', '',
+      `The draft slowed by ${n2(sd.draftDelayMs, 3)} ms per forward (one target decode step here, ${n2(sd.targetMsPerToken, 3)} ms/token): drafting cannot pay, and the adaptive controller's k = 0 arm (the target streams alone) must keep speculation near the target alone; without the arm it drafts every round. Adaptive k, greedy, in process; ${reps ? `each prompt ${reps} times per mode in alternating order, per-prompt medians` : 'one run per prompt and mode'}.`, '',
+      '| RTT ms | mode | spec tok/s | baseline tok/s | ratio | streamed share | tokens / pass | mismatches |', '|---|---|---|---|---|---|---|---|');
+    for (const x of sd.rows) L.push(`| ${x.rttMs} | ${x.mode} | ${n2(x.specTokPerSec)} | ${n2(x.baselineTokPerSec)} | ×${n2(x.ratio)} | ${pct(x.streamedShare)} | ${n2(x.tokensPerTargetPass)} | ${x.mismatches} |`);
     L.push('');
   }
   L.push('## Gateway capacity', '', `Each point: N concurrent headless sessions for ${r.config.capacitySeconds} s per mode through an in-process gateway over loopback WebSockets (k = 4, greedy, ${r.config.capacityMaxTokens} tokens per generation). Speculative latency is the client-observed verify round; baseline latency is the gap between streamed tokens. ${runs[0]?.draft === 'memo' ? `Drafts: in a deployment each browser drafts for itself, so here the sessions share one memo of tiny-draft's logits per token sequence, filled before the window (${n2((runs[0].memoWarmupMs ?? 0) / 1000, 1)} s) by one greedy pass per prompt against a local copy of the target; proposals are the real draft's, and a miss runs the real draft (misses per run in the table). Gateway and verifier share this machine's cores with the harness.` : 'Drafts (one per session), gateway and verifier share this machine\'s cores.'}`, '',

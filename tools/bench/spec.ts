@@ -86,7 +86,10 @@ export interface SlowDraftRow {
   /** Share of tokens the target streamed alone. */
   streamedShare: number;
   tokensPerTargetPass: number;
+  /** Runs (over every repeat) whose greedy text differs from the target alone's. */
   mismatches: number;
+  /** Runs per prompt and mode; the row's times are the per-prompt medians. */
+  repeats: number;
 }
 
 export interface RttRow {
@@ -147,7 +150,7 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   }
   const baselineTokPerSec = (baseTokens * 1000) / baseMs;
 
-  const slowDraft = await slowDraftSection(draft, target, prompts.slice(0, quick ? 1 : 3), maxTokens, eos, (baseMs / baseTokens), o.draftDelayMs, log);
+  const slowDraft = await slowDraftSection(draft, target, prompts.slice(0, quick ? 1 : 3), maxTokens, eos, (baseMs / baseTokens), o.draftDelayMs, quick ? 1 : RTT_REPS, log);
   if (o.onlySlowDraft) return { model: { target: pair.name, draft: draftDir, vocab: pair.config.vocabSize }, backend: 'cpu', engine, quick, slowDraft, wallMs: r3(performance.now() - t0) };
 
   const kSweep: SweepRow[] = [];
@@ -297,49 +300,55 @@ async function sidecar(quick: boolean, log: (l: string) => void): Promise<unknow
   }
 }
 
-/** Adaptive k with a draft slowed by draftDelayMs per forward, with and without the k = 0 arm, vs the baseline. */
+/**
+ * Adaptive k with a draft slowed by draftDelayMs per forward, with and without the k = 0 arm, vs
+ * the baseline. Like the RTT rows: each prompt runs the three modes `reps` times in an order that
+ * alternates by prompt and repeat, a prompt's time in a mode is its median, and a row sums tokens
+ * over the sum of the medians.
+ */
 async function slowDraftSection(
   draft: CausalLM, target: CausalLM, prompts: number[][], maxTokens: number, eos: number[],
-  targetMsPerToken: number, draftDelayMs: number | undefined, log: (l: string) => void,
+  targetMsPerToken: number, draftDelayMs: number | undefined, reps: number, log: (l: string) => void,
 ): Promise<{ draftDelayMs: number; targetMsPerToken: number; rows: SlowDraftRow[] }> {
   const delay = r3(draftDelayMs ?? targetMsPerToken);
   const rows: SlowDraftRow[] = [];
   const slow = new DelayedModel(draft, delay);
   for (const rttMs of [0, 20]) {
-    for (const mode of ['adaptive', 'adaptive-no-k0'] as const) {
-      let sTok = 0;
-      let sMs = 0;
-      let bTok = 0;
-      let bMs = 0;
-      let streamed = 0;
-      let passes = 0;
-      let mismatches = 0;
-      for (const [i, p] of prompts.entries()) {
-        // alternate which runs first, so neither always meets the warmer caches
-        const runSpec = () => speculate(slow, new DelayedLink(new LocalTarget(target), rttMs), p, { params: GREEDY, maxTokens, adaptive: true, targetOnlyArm: mode === 'adaptive', eosTokenIds: eos });
-        const runBase = () => baseline(new DelayedLink(new LocalTarget(target), rttMs), p, { params: GREEDY, maxTokens, eosTokenIds: eos });
-        let r: Awaited<ReturnType<typeof runSpec>>;
-        let b: Awaited<ReturnType<typeof runBase>>;
-        if (i % 2 === 0) {
-          r = await runSpec();
-          b = await runBase();
-        } else {
-          b = await runBase();
-          r = await runSpec();
+    // texts[i]: every run's tokens for prompt i (checked against the baseline's once all ran)
+    type Acc = { tok: number; ms: number[][]; streamed: number; passes: number; texts: number[][][] };
+    const acc = (): Acc => ({ tok: 0, ms: prompts.map(() => []), streamed: 0, passes: 0, texts: prompts.map(() => []) });
+    const modes = { base: acc(), adaptive: acc(), 'adaptive-no-k0': acc() };
+    for (const [i, p] of prompts.entries()) {
+      for (let rep = 0; rep < reps; rep++) {
+        const order = (i + rep) % 2 === 0 ? (['base', 'adaptive', 'adaptive-no-k0'] as const) : (['adaptive-no-k0', 'adaptive', 'base'] as const);
+        for (const mode of order) {
+          const a = modes[mode];
+          const link = new DelayedLink(new LocalTarget(target), rttMs);
+          if (mode === 'base') {
+            const b = await baseline(link, p, { params: GREEDY, maxTokens, eosTokenIds: eos });
+            if (rep === 0) a.tok += b.tokens.length;
+            a.ms[i].push(b.wallMs);
+            a.texts[i].push(b.tokens);
+            continue;
+          }
+          const r = await speculate(slow, link, p, { params: GREEDY, maxTokens, adaptive: true, targetOnlyArm: mode === 'adaptive', eosTokenIds: eos });
+          if (rep === 0) a.tok += r.tokens.length;
+          a.ms[i].push(r.stats.wallMs);
+          a.streamed += r.stats.streamedTokens;
+          a.passes += r.stats.targetPasses;
+          a.texts[i].push(r.tokens);
         }
-        sTok += r.tokens.length;
-        sMs += r.stats.wallMs;
-        bTok += b.tokens.length;
-        bMs += b.wallMs;
-        streamed += r.stats.streamedTokens;
-        passes += r.stats.targetPasses;
-        if (JSON.stringify(r.tokens) !== JSON.stringify(b.tokens)) mismatches++;
       }
-      const spec = (sTok * 1000) / sMs;
-      const base = (bTok * 1000) / bMs;
+    }
+    const rate = (a: Acc): number => (a.tok * 1000) / a.ms.reduce((sum, xs) => sum + median(xs), 0);
+    const base = rate(modes.base);
+    for (const mode of ['adaptive', 'adaptive-no-k0'] as const) {
+      const a = modes[mode];
+      const mismatches = a.texts.reduce((n, runs, i) => n + runs.filter((t) => JSON.stringify(t) !== JSON.stringify(modes.base.texts[i][0])).length, 0);
+      const spec = rate(a);
       const row: SlowDraftRow = {
         draftDelayMs: delay, rttMs, mode, specTokPerSec: r3(spec), baselineTokPerSec: r3(base), ratio: r3(spec / base),
-        streamedShare: r3(streamed / sTok), tokensPerTargetPass: r3(sTok / passes), mismatches,
+        streamedShare: r3(a.streamed / (a.tok * reps)), tokensPerTargetPass: r3((a.tok * reps) / a.passes), mismatches, repeats: reps,
       };
       rows.push(row);
       log(`spec: slow draft (+${delay} ms/forward), rtt ${rttMs} ms, ${mode}: ${row.specTokPerSec} vs ${row.baselineTokPerSec} tok/s (×${row.ratio}), ${Math.round(row.streamedShare * 100)}% streamed`);
