@@ -60,10 +60,14 @@ describe('k = 0 arm end to end (virtual time, injected costs)', () => {
         const what = `prompt ${i}, RTT ${rttMs}: ${r.specTokPerSec.toFixed(1)} vs ${r.baseTokPerSec.toFixed(1)} tok/s, ${r.spec.stats.streamedTokens} streamed, k ${r.spec.kHistory.join(',')}`;
         expect(r.spec.tokens, what).toEqual(r.baseTokens);
         expect(ratio, what).toBeGreaterThanOrEqual(0.9);
-        // it got there by streaming, and it kept probing drafting
+        // it got there by streaming, and it kept probing drafting — where the price of a probe's
+        // catch-up is known: a prompt of 3+ tokens times the draft's forward of several tokens at
+        // its prefill; a shorter one only after a short first stretch (RTT 0: round 0 streams
+        // STRETCH_MIN while the draft prefills, and an early probe measures it). After a long
+        // first stretch with the slope unknown the controller assumes the worst and does not probe.
         expect(r.spec.provenance.slice(1).filter((p) => p === 'target').length, what).toBe(r.spec.stats.streamedTokens); // [0] is the prefill's token
         expect(r.spec.stats.streamedTokens, what).toBeGreaterThan(N * 0.7);
-        expect(r.spec.kHistory.slice(r.spec.kHistory.indexOf(0)).some((k) => k > 0), what).toBe(true);
+        if (prompt.length >= 3 || rttMs === 0) expect(r.spec.kHistory.slice(r.spec.kHistory.indexOf(0)).some((k) => k > 0), what).toBe(true);
       }
     }
   });

@@ -171,12 +171,12 @@ describe('time to first token', () => {
     for (const rttMs of [0, 20]) {
       const slowDraft = pair.newDraft();
       const forward = slowDraft.forward.bind(slowDraft);
-      // The draft's prefill (its first forward, over the whole prompt) waits until released.
+      // The draft's prefill (its first forward, over all but the prompt's last token) waits until released.
       let release!: () => void;
       const gate = new Promise<void>((r) => { release = r; });
       let state: 'not started' | 'running' | 'done' = 'not started';
       slowDraft.forward = async (t, s) => {
-        if (s === 0 && t.length === p.length) {
+        if (s === 0 && t.length === p.length - 1) {
           state = 'running';
           await gate;
           state = 'done';

@@ -106,8 +106,11 @@ export interface SpecResult {
 
 /** What speculate() asks each round and tells after it; KController is the real one. */
 export interface KPolicy {
-  /** Block size for the next round; 0 = the target streams alone for stretchTokens() tokens. */
-  choose(): number;
+  /**
+   * Block size for the next round; 0 = the target streams alone for stretchTokens() tokens.
+   * draftReady false: the draft's prompt prefill is still running (drafting would first wait for it).
+   */
+  choose(draftReady?: boolean): number;
   stretchTokens(): number;
   /** Current acceptance estimate (pipelining drafts ahead only when α^(k+1) is high enough). */
   readonly alpha: number;
@@ -215,8 +218,15 @@ export function fitLine(pts: readonly (readonly [number, number])[], onePoint: '
  * measured — the link's round trip and the prefill's time (a decode step costs between prefill / P
  * and prefill) — shows streaming beating even the cheapest drafting (the pass at its lower bound,
  * α at its prior, a draft step at its prompt prefill's cost per token, the best k): then round 0 is already a stretch, and the first draft round comes as a
- * probe (a fast target behind a long round trip would otherwise pay one round trip to learn it). A probe refreshes d, α, V and R, so the controller returns to drafting when it pays (a faster
- * draft, a busier server).
+ * probe (a fast target behind a long round trip would otherwise pay one round trip to learn it).
+ * Round 0 is a stretch, too, while the draft is still running its prompt prefill (speculate()
+ * passes draftReady): the wait for a slow draft's prefill alone can cost more than the stretch.
+ * The prefill is timed in two parts (a forward of the prompt less its last token, then one step),
+ * so the first probe plan knows d and a point of the catch-up line; with a prompt of one or two
+ * tokens the line's slope is unknown, and a first probe after STRETCH_MIN tokens measures it when
+ * a probe round costs no more than that stretch (otherwise the worst, a step per token, is
+ * assumed). A probe refreshes d, α, V and R, so the controller returns to drafting when it pays
+ * (a faster draft, a busier server).
  */
 export class KController implements KPolicy {
   private succ = 0;
@@ -334,6 +344,8 @@ export class KController implements KPolicy {
   verifyLine(): { a: number; b: number } {
     const pts: [number, number][] = [];
     this.verifyMsAt.forEach((y, k) => y !== undefined && pts.push([k + 1, y]));
+    // before any verify (round 0 streamed): a streamed token is a one-position pass, less its queueing
+    if (pts.length === 0 && !Number.isNaN(this.streamMs)) pts.push([1, Math.max(0, this.streamMs - (Number.isNaN(this.queueMs) ? 0 : this.queueMs))]);
     return fitLine(pts, 'half');
   }
 
@@ -420,6 +432,18 @@ export class KController implements KPolicy {
    */
   private planProbes(kProbe: number): void {
     const s = Math.max(this.streamStepTime(), 1e-6);
+    if (this.catchUps.length === 0 && !Number.isNaN(this.draftMs) && this.streamedSinceProbe <= STRETCH_MIN) {
+      // a step is timed but no multi-token forward (a prompt of one or two tokens): the slope is
+      // unknown. While few tokens are streamed and a probe round costs no more than a short
+      // stretch, the first probe comes after STRETCH_MIN tokens, where its catch-up is cheap
+      // whatever the slope, and measures it. Otherwise (a long first stretch, a long round trip)
+      // the line below assumes the worst, a step per token.
+      const loss = this.roundTime(kProbe) + this.draftMs + this.stretchFixedTime() - this.expectedTokens(kProbe) * s;
+      if (loss <= STRETCH_MIN * s) {
+        this.probeEvery = STRETCH_MIN;
+        return;
+      }
+    }
     const a = this.catchUpTime(0);
     const b = this.catchUpTime(1) - a;
     const fixedLoss = Math.max(0, this.roundTime(kProbe) + a + this.stretchFixedTime() - this.expectedTokens(kProbe) * s);
@@ -428,9 +452,11 @@ export class KController implements KPolicy {
     this.probeEvery = Math.max(STRETCH_MIN, Math.min(PROBE_MAX, p));
   }
 
-  choose(): number {
+  choose(draftReady = true): number {
     const r = this.round++;
-    if (r === 0 && this.streamsFirst()) {
+    // round 0 with the arm: stream when the bounds say streaming wins, and rather than wait idle
+    // while the draft is still prefilling (a slow draft: the wait alone can cost more than the stretch)
+    if (r === 0 && (this.streamsFirst() || (this.targetOnly && !draftReady))) {
       // until a round measures it, a round's overhead is the link's round trip
       if (Number.isNaN(this.overheadMs)) this.overheadMs = this.openRttMs;
       this.streaming = true;
@@ -454,6 +480,12 @@ export class KController implements KPolicy {
     const k = this.best();
     if (this.targetOnly) {
       const kProbe = Math.min(k, 2);
+      // a due probe is re-planned first: what was learned since it was planned (the draft's own
+      // step, timed at its prefill) can put it off
+      if (this.streaming && this.probeDue) {
+        this.planProbes(kProbe);
+        this.probeDue = this.streamedSinceProbe >= this.probeEvery;
+      }
       if (this.streaming && this.probeDue) {
         // a probe round: refresh the drafting estimates, then decide again
         this.probeDue = false;
@@ -500,10 +532,19 @@ class Drafter {
 
   constructor(readonly model: CausalLM, readonly params: SamplingParams, readonly clock: Clock) {}
 
-  /** Run tokens into the KV cache without proposing (overlaps the target's prefill). */
-  async prefill(tokens: readonly number[]): Promise<void> {
-    await this.model.forward(tokens, 0);
+  /**
+   * Run the prompt into the KV cache without proposing (overlaps the target's prefill): all but
+   * its last token as one forward, then the last as one decode step, each timed — the controller
+   * learns the draft's cost of a step before round 0, and of a forward of P − 1 tokens.
+   */
+  async prefill(tokens: readonly number[]): Promise<{ prefillMs: number; stepMs: number }> {
+    const t0 = this.clock.now();
+    await this.model.forward(tokens.slice(0, -1), 0);
+    const t1 = this.clock.now();
+    await this.model.forward(tokens.slice(-1), tokens.length - 1);
+    const t2 = this.clock.now();
     this.kv = [...tokens];
+    return { prefillMs: t1 - t0, stepMs: t2 - t1 };
   }
 
   /** Forget KV beyond the longest prefix shared with `context` (leaving its last token un-run). */
@@ -616,16 +657,26 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   // the draft's prefill starts one macrotask later: an open the target answers in this thread (a
   // local target) emits its token first instead of waiting behind the draft's prefill; a remote
   // open is already on the wire, so overlap is kept
+  let draftReady = prompt.length < 2;
   const draftPrefill = async (): Promise<void> => {
     if (prompt.length < 2) return;
     await clock.sleep(0);
-    const p0 = clock.now();
-    await drafter.prefill(prompt);
-    ctl.observeCatchUp(clock.now() - p0, prompt.length);
+    const { prefillMs, stepMs } = await drafter.prefill(prompt);
+    if (prompt.length > 2) ctl.observeCatchUp(prefillMs, prompt.length - 1);
+    ctl.observeDraft(stepMs);
+    draftReady = true;
   };
-  const [opened, prefilled] = await Promise.allSettled([opening, draftPrefill()]);
-  if (prefilled.status === 'rejected') throw prefilled.reason;
-  if (opened.status === 'rejected') throw opened.reason;
+  // The first decision does not wait for the draft's prefill: a stretch can run meanwhile (with
+  // the k = 0 arm); a draft round awaits it. Before returning or throwing, it has settled, so the
+  // draft's KV is never still being written, and its rejection is never left unhandled.
+  const prefilling = draftPrefill();
+  const prefillSettled = prefilling.then(() => undefined, () => undefined);
+  const [opened] = await Promise.allSettled([opening]);
+  if (opened.status === 'rejected') {
+    await prefillSettled;
+    await prefilling;
+    throw opened.reason;
+  }
 
   const transcript = [...prompt, firstToken];
   // drafted ahead of the transcript: tokens with their q's, valid while the transcript is unchanged
@@ -658,82 +709,89 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     ctl.observeStretch(got.length, wallMs, seen >= 2 ? (last - first) / (seen - 1) : NaN);
   };
 
-  while (!stopReason) {
-    if (opts.signal?.aborted) {
-      stopReason = 'abort';
-      break;
-    }
-    const remaining = opts.maxTokens - tokens.length;
-    const chosen = adaptive ? ctl.choose() : fixedK;
-    if (chosen === 0) {
-      const n = Math.min(ctl.stretchTokens(), remaining, room() - 1);
-      if (n < 1) {
+  try {
+    while (!stopReason) {
+      if (opts.signal?.aborted) {
+        stopReason = 'abort';
+        break;
+      }
+      const remaining = opts.maxTokens - tokens.length;
+      const chosen = adaptive ? ctl.choose(draftReady) : fixedK;
+      if (chosen === 0) {
+        const n = Math.min(ctl.stretchTokens(), remaining, room() - 1);
+        if (n < 1) {
+          stopReason = 'context';
+          break;
+        }
+        await stretch(n);
+        if (opts.signal?.aborted && !stopReason) stopReason = 'abort';
+        continue;
+      }
+      let k = Math.min(chosen, Math.max(1, remaining - 1), room() - 1);
+      if (k < 1) {
         stopReason = 'context';
         break;
       }
-      await stretch(n);
-      if (opts.signal?.aborted && !stopReason) stopReason = 'abort';
-      continue;
-    }
-    let k = Math.min(chosen, Math.max(1, remaining - 1), room() - 1);
-    if (k < 1) {
-      stopReason = 'context';
-      break;
-    }
-    // the block: reuse what pipelining drafted, then draft the rest
-    const block = pending.slice(0, k);
-    if (pending.length > 0) pipelineHits++;
-    wasted += Math.max(0, pending.length - k);
-    pending = [];
-    const d0 = drafter.tokensDrafted;
-    const m0 = drafter.msTotal;
-    const c0 = drafter.catchUpMs;
-    const u0 = drafter.caughtUpTokens;
-    while (block.length < k) block.push(await drafter.next([...transcript, ...block.map((b) => b.token)]));
-    if (drafter.catchUpMs > c0) ctl.observeCatchUp(drafter.catchUpMs - c0, drafter.caughtUpTokens - u0);
-    k = block.length;
-    kHistory.push(k);
-    const draftTokens = block.map((b) => b.token);
+      if (!draftReady) await prefilling;
+      // the block: reuse what pipelining drafted, then draft the rest
+      const block = pending.slice(0, k);
+      if (pending.length > 0) pipelineHits++;
+      wasted += Math.max(0, pending.length - k);
+      pending = [];
+      const d0 = drafter.tokensDrafted;
+      const m0 = drafter.msTotal;
+      const c0 = drafter.catchUpMs;
+      const u0 = drafter.caughtUpTokens;
+      while (block.length < k) block.push(await drafter.next([...transcript, ...block.map((b) => b.token)]));
+      if (drafter.catchUpMs > c0) ctl.observeCatchUp(drafter.catchUpMs - c0, drafter.caughtUpTokens - u0);
+      k = block.length;
+      kHistory.push(k);
+      const draftTokens = block.map((b) => b.token);
 
-    const sent = clock.now();
-    let settled = false;
-    const inFlight = target.verify(draftTokens, greedy ? undefined : block.map((b) => b.q));
-    inFlight.then(() => (settled = true), () => (settled = true));
-    // pipelining: keep drafting past the block, assuming it all stands; ext[0] guesses the bonus.
-    // Only worth it when that is likely (≈ α^{k+1}); otherwise the drafts are thrown away and the
-    // draft step in progress when the verdict lands only delays the next round.
-    const ext: { token: number; q: SparseDist }[] = [];
-    if (opts.pipeline && ctl.alpha ** (k + 1) >= PIPELINE_MIN_HIT) {
-      await clock.sleep(0);
-      while (!settled && !opts.signal?.aborted && ext.length < kMax + 1 && transcript.length + k + ext.length + 1 < draftModel.maxContext) {
-        ext.push(await drafter.next([...transcript, ...draftTokens, ...ext.map((e) => e.token)]));
+      const sent = clock.now();
+      let settled = false;
+      const inFlight = target.verify(draftTokens, greedy ? undefined : block.map((b) => b.q));
+      inFlight.then(() => (settled = true), () => (settled = true));
+      // pipelining: keep drafting past the block, assuming it all stands; ext[0] guesses the bonus.
+      // Only worth it when that is likely (≈ α^{k+1}); otherwise the drafts are thrown away and the
+      // draft step in progress when the verdict lands only delays the next round.
+      const ext: { token: number; q: SparseDist }[] = [];
+      if (opts.pipeline && ctl.alpha ** (k + 1) >= PIPELINE_MIN_HIT) {
         await clock.sleep(0);
+        while (!settled && !opts.signal?.aborted && ext.length < kMax + 1 && transcript.length + k + ext.length + 1 < draftModel.maxContext) {
+          ext.push(await drafter.next([...transcript, ...draftTokens, ...ext.map((e) => e.token)]));
+          await clock.sleep(0);
+        }
       }
-    }
-    const verdict: Verdict = await inFlight;
-    const roundMs = clock.now() - sent;
-    if (drafter.tokensDrafted > d0) ctl.observeDraft((drafter.msTotal - m0) / (drafter.tokensDrafted - d0));
-    if (!Number.isInteger(verdict.accepted) || verdict.accepted < 0 || verdict.accepted > k) {
-      throw new RangeError(`verdict accepted ${verdict.accepted} of a ${k}-token block`);
-    }
-    tally.round(k, verdict.accepted, verdict.verifyMs);
-    roundMsSum += roundMs;
-    if (verdict.queueMs !== undefined || verdict.batch !== undefined) {
-      loadRounds++;
-      queueMsSum += verdict.queueMs ?? 0;
-      batchSum += verdict.batch ?? 0;
-    }
-    ctl.observeRound(k, verdict.accepted, roundMs, verdict.verifyMs, { queueMs: verdict.queueMs, batch: verdict.batch });
+      const verdict: Verdict = await inFlight;
+      const roundMs = clock.now() - sent;
+      if (drafter.tokensDrafted > d0) ctl.observeDraft((drafter.msTotal - m0) / (drafter.tokensDrafted - d0));
+      if (!Number.isInteger(verdict.accepted) || verdict.accepted < 0 || verdict.accepted > k) {
+        throw new RangeError(`verdict accepted ${verdict.accepted} of a ${k}-token block`);
+      }
+      tally.round(k, verdict.accepted, verdict.verifyMs);
+      roundMsSum += roundMs;
+      if (verdict.queueMs !== undefined || verdict.batch !== undefined) {
+        loadRounds++;
+        queueMsSum += verdict.queueMs ?? 0;
+        batchSum += verdict.batch ?? 0;
+      }
+      ctl.observeRound(k, verdict.accepted, roundMs, verdict.verifyMs, { queueMs: verdict.queueMs, batch: verdict.batch });
 
-    for (let i = 0; i < verdict.accepted; i++) emit(draftTokens[i], 'draft');
-    emit(verdict.token, verdict.accepted === k ? 'bonus' : 'correction');
-    transcript.push(...draftTokens.slice(0, verdict.accepted), verdict.token);
-    // keep the pre-drafted tokens only if the whole block stood and the bonus matched the guess
-    if (verdict.accepted === k && ext.length > 0 && ext[0].token === verdict.token) pending = ext.slice(1);
-    else wasted += ext.length;
-    if (pending.length === 0) drafter.syncTo(transcript);
-    if (opts.signal?.aborted && !stopReason) stopReason = 'abort';
+      for (let i = 0; i < verdict.accepted; i++) emit(draftTokens[i], 'draft');
+      emit(verdict.token, verdict.accepted === k ? 'bonus' : 'correction');
+      transcript.push(...draftTokens.slice(0, verdict.accepted), verdict.token);
+      // keep the pre-drafted tokens only if the whole block stood and the bonus matched the guess
+      if (verdict.accepted === k && ext.length > 0 && ext[0].token === verdict.token) pending = ext.slice(1);
+      else wasted += ext.length;
+      if (pending.length === 0) drafter.syncTo(transcript);
+      if (opts.signal?.aborted && !stopReason) stopReason = 'abort';
+    }
+  } finally {
+    await prefillSettled;
   }
+  // a draft that failed its prefill fails the run, even one the target streamed alone
+  await prefilling;
   wasted += pending.length;
 
   const wallMs = clock.now() - t0;

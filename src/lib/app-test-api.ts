@@ -2,7 +2,7 @@
 // the engine check page), shared by src/ui and the Playwright specs. Not part of the
 // library's public entry; it lives here because e2e may import the library, not the ui.
 
-import type { Backend, DuetErrorInfo, Provenance, RunStats } from './types.ts';
+import type { Backend, DuetErrorInfo, Provenance, RoundTiming, RunStats } from './types.ts';
 
 /** What the page's test API (window.__duet, in ?test mode) reports; Playwright waits on it. */
 export interface DuetTestSnapshot {
@@ -16,8 +16,21 @@ export interface DuetTestSnapshot {
   notices: { level: string; title: string }[];
 }
 
+/** One generation run alone through the library (chat.completions.create), for timing one mode at a time. */
+export interface DuetTestRun {
+  tokens: number[];
+  /** Provenance of each token (draft, correction, bonus, target). */
+  provenance: Provenance[];
+  /** The verify rounds (none in baseline; a k = 0 stretch is not a round). */
+  rounds: RoundTiming[];
+  stats: RunStats | null;
+  finish: string | null;
+}
+
 export interface DuetTestApi {
   snapshot(): DuetTestSnapshot;
+  /** Run one generation in `mode` (greedy unless told), outside the chat and compare views; resolves when it ends. */
+  runOnce(mode: 'speculative' | 'baseline', prompt: string, o?: { maxTokens?: number; temperature?: number; rttMs?: number }): Promise<DuetTestRun>;
   /** Destroy the draft's GPU device (as a driver reset would); false when the draft is not on a GPU. */
   loseDevice(): Promise<boolean>;
 }

@@ -4,7 +4,7 @@
 import { state } from './state.ts';
 import { engine } from './app.ts';
 import type { Provenance } from '../lib/index.ts';
-import type { DuetTestApi, DuetTestSnapshot } from '../lib/app-test-api.ts';
+import type { DuetTestApi, DuetTestRun, DuetTestSnapshot } from '../lib/app-test-api.ts';
 
 declare global {
   interface Window {
@@ -31,6 +31,24 @@ function snapshot(): DuetTestSnapshot {
   });
 }
 
+async function runOnce(mode: 'speculative' | 'baseline', prompt: string, o: { maxTokens?: number; temperature?: number; rttMs?: number } = {}): Promise<DuetTestRun> {
+  const s = state.settings;
+  const chunks = await engine().chat.completions.create({
+    messages: [{ role: 'user', content: prompt }], stream: true, temperature: o.temperature ?? 0, top_p: s.topP, top_k: s.topK, seed: s.seed, max_tokens: o.maxTokens ?? s.maxTokens,
+    duet: { mode, k: s.k, adaptive: s.adaptive, rttMs: o.rttMs ?? 0, prompt },
+  });
+  const out: DuetTestRun = { tokens: [], provenance: [], rounds: [], stats: null, finish: null };
+  for await (const c of chunks) {
+    const pieces = c.duet.tokens.filter((t) => t.id >= 0);
+    out.tokens.push(...pieces.map((t) => t.id));
+    out.provenance.push(...pieces.map((t) => t.prov));
+    out.rounds.push(...c.duet.rounds);
+    if (c.duet.tokens.length > 0 || c.usage) out.stats = c.duet.stats;
+    out.finish = c.choices[0]?.finish_reason ?? out.finish;
+  }
+  return out;
+}
+
 export function installTestApi(): void {
-  window.__duet = { snapshot, loseDevice: () => engine().diagnostics.loseDevice() };
+  window.__duet = { snapshot, runOnce, loseDevice: () => engine().diagnostics.loseDevice() };
 }

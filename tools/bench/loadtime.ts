@@ -4,8 +4,10 @@
 // the app's typed test API (window.__duet, ?test mode):
 //  - cold init: a fresh browser profile (empty IndexedDB) loads the draft;
 //  - cached init: a reload of the same page loads the prepared weights from IndexedDB;
-//  - one side-by-side run (speculative vs target-only, greedy) for TTFT and tok/s as the
-//    browser sees them;
+//  - one side-by-side run (speculative vs target-only, greedy, both at once as the compare view
+//    runs them) for the text and the live view;
+//  - solo runs: each mode alone, SOLO_REPS times in alternating order (window.__duet.runOnce,
+//    the library's chat.completions API), for TTFT and tok/s as the browser sees them (medians);
 //  - peak memory: the RSS of Chromium's whole process tree (sampled every 100 ms, GPU process
 //    included, where SwiftShader's buffers live) and the page's JS heap (performance.memory).
 
@@ -13,6 +15,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { median } from './median.ts';
 
 export interface LoadTimeOptions {
   /** Draft backend in the page: webgpu (SwiftShader here) or cpu. */
@@ -42,8 +45,22 @@ export interface LoadTimeResult {
     base: { tokPerSec: number; ttftMs: number | null; tokens: number } | null;
     identical: boolean | null;
   };
+  /** Each mode alone, `reps` times in alternating order (speculative first on even repeats): per-run figures and medians. */
+  solo?: {
+    reps: number;
+    maxTokens: number;
+    spec: { ttftMs: number[]; tokPerSec: number[]; medianTtftMs: number; medianTokPerSec: number };
+    base: { ttftMs: number[]; tokPerSec: number[]; medianTtftMs: number; medianTokPerSec: number };
+    /** Median speculative TTFT / median baseline TTFT. */
+    ttftRatio: number;
+    /** Every solo run's greedy text equal to the first baseline run's. */
+    identical: boolean;
+  };
   buildMs: number;
 }
+
+/** Solo runs per mode in the load-time bench. */
+export const SOLO_REPS = 5;
 
 const CHROMIUM_ARGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
   '--disable-component-update', '--no-first-run', '--enable-precise-memory-info'];
@@ -158,6 +175,26 @@ export async function runLoadTime(o: LoadTimeOptions = {}): Promise<LoadTimeResu
       await page.getByTestId('compare-run').click();
       await page.waitForFunction(`(() => { const s = window.__duet.snapshot(); return s.compare.spec && s.compare.base && !s.compare.spec.running && !s.compare.base.running; })()`, undefined, { timeout: 300_000, polling: 200 });
       const run = await snap();
+      log(`loadtime: solo runs, ${SOLO_REPS} per mode, alternating`);
+      const prompt = 'In the beginning God created';
+      const runs: Record<'speculative' | 'baseline', { ttft: number[]; tps: number[]; texts: number[][] }> = { speculative: { ttft: [], tps: [], texts: [] }, baseline: { ttft: [], tps: [], texts: [] } };
+      for (let i = 0; i < SOLO_REPS; i++) {
+        for (const mode of i % 2 === 0 ? (['speculative', 'baseline'] as const) : (['baseline', 'speculative'] as const)) {
+          const r = await page.evaluate(([m, p, n]) => window.__duet!.runOnce(m, p, { maxTokens: n }), [mode, prompt, maxTokens] as const);
+          if (!r.stats || r.stats.ttftMs === null) throw new Error(`solo ${mode} run ${i} ended without stats (finish ${r.finish})`);
+          runs[mode].ttft.push(r.stats.ttftMs);
+          runs[mode].tps.push(r.stats.tokPerSec);
+          runs[mode].texts.push(r.tokens);
+        }
+      }
+      const side = (m: 'speculative' | 'baseline') => ({ ttftMs: runs[m].ttft, tokPerSec: runs[m].tps, medianTtftMs: median(runs[m].ttft), medianTokPerSec: median(runs[m].tps) });
+      const want = JSON.stringify(runs.baseline.texts[0]);
+      const solo = {
+        reps: SOLO_REPS, maxTokens, spec: side('speculative'), base: side('baseline'),
+        ttftRatio: median(runs.speculative.ttft) / median(runs.baseline.ttft),
+        identical: [...runs.speculative.texts, ...runs.baseline.texts].every((t) => JSON.stringify(t) === want),
+      };
+      log(`loadtime: solo medians: TTFT ${solo.spec.medianTtftMs.toFixed(0)} / ${solo.base.medianTtftMs.toFixed(0)} ms (×${solo.ttftRatio.toFixed(2)}), ${solo.spec.medianTokPerSec.toFixed(1)} / ${solo.base.medianTokPerSec.toFixed(1)} tok/s`);
       const heap = await page.evaluate(() => (performance as Performance & { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? null);
       const sp = run.compare.spec;
       const bp = run.compare.base;
@@ -173,6 +210,7 @@ export async function runLoadTime(o: LoadTimeOptions = {}): Promise<LoadTimeResu
           base: bp?.stats ? { tokPerSec: bp.stats.tokPerSec, ttftMs: bp.stats.ttftMs, tokens: bp.stats.tokens } : null,
           identical: sp && bp ? JSON.stringify(sp.tokens) === JSON.stringify(bp.tokens) : null,
         },
+        solo,
         buildMs,
       };
     } finally {

@@ -271,7 +271,9 @@ export function renderReport(r: AllResults): { markdown: string; figures: Figure
   if (load) {
     const c = load.compare;
     L.push(`Cold: ${n2(load.coldMs / 1000)} s to a ready draft (worker ${n2((load.coldWorkerMs ?? NaN) / 1000)} s); cached reload: ${n2(load.cachedMs / 1000)} s (worker ${n2((load.cachedWorkerMs ?? NaN) / 1000)} s, from cache: ${load.cachedFromCache}). Peak RSS of Chromium's process tree ${mib(load.peakRssBytes)}, page JS heap ${mib(load.peakJsHeapBytes)}.`,
-      `Side-by-side run (${c.maxTokens} tokens, greedy): speculative ${n2(c.spec?.tokPerSec)} tok/s, TTFT ${n2(c.spec?.ttftMs, 0)} ms, ${n2(c.spec?.tokensPerTargetPass)} tokens/pass; baseline ${n2(c.base?.tokPerSec)} tok/s, TTFT ${n2(c.base?.ttftMs, 0)} ms; identical text: ${c.identical}.`, '');
+      `Side-by-side run (${c.maxTokens} tokens, greedy): speculative ${n2(c.spec?.tokPerSec)} tok/s, TTFT ${n2(c.spec?.ttftMs, 0)} ms, ${n2(c.spec?.tokensPerTargetPass)} tokens/pass; baseline ${n2(c.base?.tokPerSec)} tok/s, TTFT ${n2(c.base?.ttftMs, 0)} ms; identical text: ${c.identical}. Both modes run at once there, so these TTFTs include each other's contention.`, '');
+    const so = load.solo;
+    if (so) L.push(`Solo runs (each mode alone, ${so.reps} per mode in alternating order, ${so.maxTokens} tokens, medians): TTFT ${n2(so.spec.medianTtftMs, 1)} ms speculative / ${n2(so.base.medianTtftMs, 1)} ms baseline (×${n2(so.ttftRatio)}); ${n2(so.spec.medianTokPerSec)} / ${n2(so.base.medianTokPerSec)} tok/s; identical texts: ${so.identical}.`, '');
   } else L.push(why(r.sections.loadtime), '');
   L.push(...verifySection(r));
   L.push('## Sidecar batch', '', img(by('sidecar-batch.svg')), '');
@@ -338,7 +340,7 @@ export function readmeSection(r: AllResults, reportPath: string): string {
     ['Baseline tok/s (target only)', rtt0 ? M(`${n2(rtt0.baselineTokPerSec)} (CPU)`) + (load?.compare.base ? `; ${M(`${n2(load.compare.base.tokPerSec)} (browser)`)}` : '') : '–',
       P(`${PUBLISHED.n150Target3BTokPerSec} (published n150 3B, batch 1)`), C(`${REFERENCE.baselineTokPerSec}`)],
     ['Speedup', rtt0 ? M(`×${n2(rtt0.speedup)} (CPU, RTT 0)`) : '–', p0 ? P(`×${n2(p0.tps / PUBLISHED.n150Target3BTokPerSec)}`) : '–', C(`×${REFERENCE.speedup}`)],
-    ['Time to first token', load?.compare.spec ? M(`${n2(load.compare.spec.ttftMs, 0)} ms speculative / ${n2(load.compare.base?.ttftMs, 0)} ms baseline (browser)`) : '–', '–', C(`~${REFERENCE.specTtftMs} ms / ${REFERENCE.baselineTtftMs} ms`)],
+    ['Time to first token', load?.solo ? M(`${n2(load.solo.spec.medianTtftMs, 1)} ms speculative / ${n2(load.solo.base.medianTtftMs, 1)} ms baseline (browser, solo medians)`) : load?.compare.spec ? M(`${n2(load.compare.spec.ttftMs, 0)} ms speculative / ${n2(load.compare.base?.ttftMs, 0)} ms baseline (browser, side by side)`) : '–', '–', C(`~${REFERENCE.specTtftMs} ms / ${REFERENCE.baselineTtftMs} ms`)],
     ['Init time', load ? M(`draft cold ${n2(load.coldMs / 1000)} s / cached ${n2(load.cachedMs / 1000)} s (browser)`) : '–', '–', C(`${REFERENCE.specInitS} s speculative / ${REFERENCE.baselineInitS} s baseline`)],
     ['Target passes per token (gateway)', capSpec && capBase ? M(`${n2(capSpec.targetPassesPerToken, 3)} speculative / ${n2(capBase.targetPassesPerToken, 3)} baseline at ${capSpec.sessions} sessions`) : '–', p0 ? P(`${n2(1 / Math.max(...greedy.map((x) => x.tokensPerTargetPass)), 3)} (measured, device-independent)`) : '–', C(`${n2(1 / REFERENCE.tokensPerTargetStep, 3)} (1 / 3.55)`)],
   ];
