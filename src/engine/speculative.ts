@@ -671,11 +671,12 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   // draft's KV is never still being written, and its rejection is never left unhandled.
   const prefilling = draftPrefill();
   const prefillSettled = prefilling.then(() => undefined, () => undefined);
-  const [opened] = await Promise.allSettled([opening]);
-  if (opened.status === 'rejected') {
+  try {
+    await opening;
+  } catch (e) {
     await prefillSettled;
-    await prefilling;
-    throw opened.reason;
+    await prefilling; // the prefill's own failure first
+    throw e;
   }
 
   const transcript = [...prompt, firstToken];
