@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { validateSampling, type SamplingParams } from '../engine/sampling.ts';
 import type { TargetLink } from '../engine/target-link.ts';
 import { LocalTarget } from '../engine/local-target.ts';
-import { DelayedLink, DelayedModel, baseline, speculate, type Provenance, type SpecStats } from '../engine/speculative.ts';
+import { DelayedLink, DelayedModel, baseline, speculate, type DraftPrior, type Provenance, type SpecStats } from '../engine/speculative.ts';
 import { Tokenizer, tokenizerHash } from '../engine/tokenizer.ts';
 import { type Backend, UsageError, num, openBackend, parseBackend, parseQuant } from './generate.ts';
 import { withLoadBar } from '../../server/progress.ts';
@@ -137,12 +137,16 @@ export async function run(argv: string[]): Promise<number> {
     if (target) await target.lm.forward(prompt, 0);
 
     const draftLm = draftDelayMs > 0 ? new DelayedModel(draft.lm, draftDelayMs) : draft.lm;
+    // the draft's measured costs carry from one run to the next, as in the app's worker
+    let prior: DraftPrior | undefined;
     const runSpec = async (tokens = maxTokens) => {
       const link = await newLink('speculative');
       try {
-        return await speculate(draftLm, link, prompt, {
-          params, maxTokens: tokens, k: a.adaptive ? undefined : k, adaptive: !!a.adaptive, kMax, pipeline: !!a.pipeline, eosTokenIds: eos, targetOnlyArm: !a['no-k0'],
+        const r = await speculate(draftLm, link, prompt, {
+          params, maxTokens: tokens, k: a.adaptive ? undefined : k, adaptive: !!a.adaptive, kMax, pipeline: !!a.pipeline, eosTokenIds: eos, targetOnlyArm: !a['no-k0'], prior,
         });
+        prior = r.prior ?? prior;
+        return r;
       } finally {
         await link.close();
       }

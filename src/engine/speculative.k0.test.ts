@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { VirtualClock } from './clock.ts';
 import { LocalTarget } from './local-target.ts';
-import { DelayedLink, DelayedModel, KController, PROBE_BUDGET, PROBE_MAX, STRETCH_MAX, baseline, fitLine, speculate, type SpecResult } from './speculative.ts';
+import { DelayedLink, DelayedModel, KController, PROBE_BUDGET, PROBE_MAX, STRETCH_MAX, baseline, fitLine, speculate, type DraftPrior, type SpecResult } from './speculative.ts';
 import { CostedTarget, randomPrompts, tinyPair } from './spec-fixtures.ts';
 import type { SamplingParams } from './sampling.ts';
 import type { TargetLink } from './target-link.ts';
@@ -31,7 +31,8 @@ interface Run {
   baseTokens: number[];
 }
 
-async function run(prompt: number[], o: { draftDelayMs: number; draftPerTokenMs?: number; rttMs?: number; params?: SamplingParams; pipeline?: boolean; targetOnlyArm?: boolean; queueMs?: number; cost?: typeof COST }): Promise<Run> {
+async function run(prompt: number[], o: { draftDelayMs: number; draftPerTokenMs?: number; rttMs?: number; params?: SamplingParams; pipeline?: boolean; targetOnlyArm?: boolean; queueMs?: number; cost?: typeof COST; maxTokens?: number; prior?: DraftPrior }): Promise<Run> {
+  const maxTokens = o.maxTokens ?? N;
   const clock = new VirtualClock();
   const cost = o.cost ?? COST;
   const link = (): TargetLink => {
@@ -40,12 +41,12 @@ async function run(prompt: number[], o: { draftDelayMs: number; draftPerTokenMs?
   };
   const params = o.params ?? GREEDY;
   const spec = await clock.run(() => speculate(new DelayedModel(pair.newDraft(N + 32), o.draftDelayMs, clock, o.draftPerTokenMs), link(), prompt, {
-    params, maxTokens: N, adaptive: true, pipeline: o.pipeline, targetOnlyArm: o.targetOnlyArm, clock,
+    params, maxTokens, adaptive: true, pipeline: o.pipeline, targetOnlyArm: o.targetOnlyArm, clock, prior: o.prior,
   }));
   const clockB = new VirtualClock();
   const costedB = new CostedTarget(new LocalTarget(pair.newTarget(N + 32)), clockB, { ...cost, queueMs: o.queueMs });
   const linkB = o.rttMs ? new DelayedLink(costedB, o.rttMs, clockB) : costedB;
-  const base = await clockB.run(() => baseline(linkB, prompt, { params, maxTokens: N, clock: clockB }));
+  const base = await clockB.run(() => baseline(linkB, prompt, { params, maxTokens, clock: clockB }));
   return { spec, specTokPerSec: spec.stats.tokPerSec, baseTokPerSec: base.tokPerSec, baseTokens: base.tokens };
 }
 
@@ -117,6 +118,45 @@ describe('k = 0 arm end to end (virtual time, injected costs)', () => {
       expect(near.spec.kHistory[0], `RTT 0, prompt ${i}: k ${near.spec.kHistory.join(',')}`).toBeGreaterThan(0);
       expect(near.spec.tokens).toEqual(near.baseTokens);
     }
+  });
+
+  it('a second run starts from the first\'s draft costs: a slow draft beside a fast target skips its prompt prefill (round 0 streams) and a short generation keeps up with the baseline', async () => {
+    // a 1.1 ms decode step and a 3 ms prefill against a 12 ms draft step; 24 tokens take the
+    // baseline ~30 ms, about what the draft's prefill (two forwards) costs: the first run waits
+    // for it (nothing returns while the draft's KV is still being written), the second skips it
+    const FAST = { fixedMs: 1, perPositionMs: 0.1, prefillMs: 3 };
+    for (const [i, prompt] of prompts.entries()) {
+      for (const rttMs of [0, 20]) {
+        const o = { draftDelayMs: 12, rttMs, cost: FAST, maxTokens: 24, pipeline: i % 2 === 1 };
+        const cold = await run(prompt, o);
+        const prior = cold.spec.prior;
+        const what = (r: Run): string => `prompt ${i} (${prompt.length} tokens), RTT ${rttMs}: ${r.specTokPerSec.toFixed(1)} vs ${r.baseTokPerSec.toFixed(1)} tok/s, prefill ${r.spec.stats.draftPrefill}, k ${r.spec.kHistory.join(',')}`;
+        expect(cold.spec.tokens, what(cold)).toEqual(cold.baseTokens);
+        expect(cold.spec.stats.draftPrefill, what(cold)).toBe('overlap');
+        // what it measured: a draft step at the injected 12 ms, the prefill as a catch-up, mostly streamed
+        expect(prior?.draftMs, what(cold)).toBeGreaterThanOrEqual(12);
+        // (a 2-token prompt's prefill is one token and a step: no catch-up point)
+        if (prompt.length > 2) expect(prior?.catchUps.length, what(cold)).toBeGreaterThanOrEqual(1);
+        expect(prior?.streamedShare, what(cold)).toBeGreaterThan(0.5);
+        const warm = await run(prompt, { ...o, prior });
+        expect(warm.spec.tokens, what(warm)).toEqual(warm.baseTokens);
+        expect(warm.spec.stats.draftPrefill, what(warm)).toBe('skipped');
+        expect(warm.spec.kHistory.every((k) => k === 0), what(warm)).toBe(true);
+        expect(warm.specTokPerSec / warm.baseTokPerSec, what(warm)).toBeGreaterThanOrEqual(0.97);
+        // at RTT 0 the cold run waited for the prefill; behind 20 ms it ran during the round trip
+        if (rttMs === 0) expect(warm.specTokPerSec, `${what(cold)} / ${what(warm)}`).toBeGreaterThan(cold.specTokPerSec * 1.1);
+        else expect(warm.specTokPerSec, `${what(cold)} / ${what(warm)}`).toBeGreaterThanOrEqual(cold.specTokPerSec);
+      }
+    }
+  });
+
+  it('with a fast draft the prior keeps the prefill overlapped with the open, and the run speculates', async () => {
+    const cold = await run(prompts[0], { draftDelayMs: 0.5 });
+    expect(cold.spec.prior?.streamedShare).toBeLessThan(0.5);
+    const warm = await run(prompts[0], { draftDelayMs: 0.5, prior: cold.spec.prior });
+    expect(warm.spec.stats.draftPrefill).toBe('overlap');
+    expect(warm.spec.tokens).toEqual(warm.baseTokens);
+    expect(warm.specTokPerSec / warm.baseTokPerSec).toBeGreaterThan(1.2);
   });
 
   it('sampled (T = 0.7): the stretch tokens are the target\'s own samples, so text and stats stay consistent', async () => {

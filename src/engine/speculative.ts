@@ -45,6 +45,19 @@ export interface SpeculateOptions {
   kMax?: number;
   /** Adaptive only: allow the k = 0 arm (the target streams alone for a stretch). Default true. */
   targetOnlyArm?: boolean;
+  /**
+   * When the draft runs its prompt prefill. 'overlap': as soon as the open is sent (it overlaps
+   * the round trip and the target's prefill). 'after-open': once the target's first token is in,
+   * and only if the controller does not stream round 0 anyway (a later draft round catches the
+   * draft up instead); the first token then never shares a machine with the draft's prefill.
+   * Default: 'after-open' when `prior` says the last run mostly streamed, else 'overlap'.
+   */
+  draftPrefill?: 'overlap' | 'after-open';
+  /**
+   * What an earlier run with this draft measured of its costs (SpecResult.prior): the adaptive
+   * controller starts from them instead of knowing nothing until the draft's prefill is timed.
+   */
+  prior?: DraftPrior;
   /** Chooses k each round (adaptive); default a KController. Tests inject scripted policies. */
   policy?: KPolicy;
   /** Time source (default the real clock); a VirtualClock runs on injected costs. */
@@ -90,6 +103,8 @@ export interface SpecStats {
   /** Mean queue time and batch size the verdicts reported (server load; 0 when not reported). */
   meanQueueMs: number;
   meanBatch: number;
+  /** When the draft's prompt prefill ran: with the open, after it, or not at all (round 0 streamed; a draft round caught up). */
+  draftPrefill: 'overlap' | 'after-open' | 'skipped';
 }
 
 export interface SpecResult {
@@ -99,6 +114,18 @@ export interface SpecResult {
   stats: SpecStats;
   /** k used in each round; 0 for a stretch in which the target streamed alone. */
   kHistory: number[];
+  /** The draft's costs as this run measured them (adaptive runs), for the next run's `prior`. */
+  prior?: DraftPrior;
+}
+
+/** The draft's measured costs, carried from one run to the next with the same draft model. */
+export interface DraftPrior {
+  /** ms per drafted token (a decode step). */
+  draftMs: number;
+  /** The draft's forwards of tokens it did not propose: [tokens, ms], newest last. */
+  catchUps: [number, number][];
+  /** Share of that run's tokens the target streamed alone (k = 0 stretches). */
+  streamedShare: number;
 }
 
 
@@ -125,6 +152,12 @@ export interface KPolicy {
   observeStretch(n: number, wallMs: number, stepMs: number): void;
   /** What open() learned before round 0: the link's round trip, the target's prefill ms, the prompt's length. */
   observeOpen?(o: { rttMs: number; prefillMs: number; promptTokens: number }): void;
+  /** After observeOpen: round 0 would stream even with the draft ready (its prefill can wait for a draft round). */
+  streamsFirst?(): boolean;
+  /** Start from an earlier run's draft costs. */
+  seedDraft?(p: DraftPrior): void;
+  /** The draft's costs as measured so far (undefined before any was). */
+  draftCosts?(): Omit<DraftPrior, 'streamedShare'> | undefined;
 }
 
 /**
@@ -288,27 +321,40 @@ export class KController implements KPolicy {
   /**
    * Round 0 with the k = 0 arm: stream from the start when streaming beats even the cheapest
    * drafting. Drafting's rate is at most max over k of E(k) / (RTT + one pass + k·d) with the
-   * pass priced at its lower bound, α at its prior and d at the draft's own lower bound (its
-   * prompt prefill per token, when that was timed; else free; pipelined: only the (1 − h) share
-   * of rounds pays for drafting); streaming's at least n / (RTT + n · prefill) (a step priced at
-   * the upper bound). Both sides are bounds, so no margin is added. Where the round trip
+   * pass priced at its lower bound, α at its prior and d at the draft's measured step (from an
+   * earlier run's prior, or this run's prefill if it is done), else its lower bound (its prompt
+   * prefill per token, when that was timed; else free; pipelined: only the (1 − h) share of
+   * rounds pays for drafting); streaming's at least n / (RTT + n · prefill) (a step priced at
+   * the upper bound). The target's side is all bounds, so no margin is added. Where the round trip
    * dominates (a fast target behind a long one) this saves the draft round that would only learn
    * it; elsewhere the first round drafts as before.
    */
-  private streamsFirst(): boolean {
+  streamsFirst(): boolean {
     if (!this.targetOnly || !Number.isFinite(this.openRttMs) || !Number.isFinite(this.openPassMs)) return false;
     const O = this.openRttMs;
     const step = Math.max(this.openPassMs, 1e-6);
     const n = Math.max(STRETCH_MIN, Math.min(STRETCH_MAX, Math.ceil(O / (STRETCH_FIXED_SHARE * step))));
     const stream = n / (O + n * step);
+    // a draft step as measured (an earlier run's, or this run's prefill when it is done), else
+    // the prefill's cost per token, a lower bound
     const dLo = this.catchUps.reduce((m, [tokens, ms]) => Math.min(m, ms / tokens), Infinity);
-    const d = Number.isFinite(dLo) ? dLo : 0;
+    const d = !Number.isNaN(this.draftMs) ? this.draftMs : Number.isFinite(dLo) ? dLo : 0;
     let draftAtBest = 0;
     for (let k = 1; k <= this.kMax; k++) {
       const share = this.pipeline ? 1 - this.alpha ** (k + 1) : 1;
       draftAtBest = Math.max(draftAtBest, this.expectedTokens(k) / Math.max(O + this.openPassLoMs + share * k * d, 1e-6));
     }
     return stream > draftAtBest;
+  }
+
+  seedDraft(p: DraftPrior): void {
+    if (p.draftMs >= 0) this.draftMs = p.draftMs;
+    for (const [n, ms] of p.catchUps.slice(-8)) this.observeCatchUp(ms, n);
+  }
+
+  draftCosts(): Omit<DraftPrior, 'streamedShare'> | undefined {
+    if (Number.isNaN(this.draftMs) && this.catchUps.length === 0) return undefined;
+    return { draftMs: this.draftMs, catchUps: this.catchUps.map(([n, ms]) => [n, ms]) };
   }
 
   observeCatchUp(ms: number, tokens: number): void {
@@ -607,6 +653,7 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   // with the k = 0 arm the first round is a short probe: a slow draft must not pay for a long block before the model knows
   const kInit = adaptive ? Math.min(targetOnly ? 2 : 4, kMax) : fixedK;
   const ctl: KPolicy = opts.policy ?? new KController(adaptive ? kMax : fixedK, kInit, !!opts.pipeline, targetOnly);
+  if (adaptive && opts.prior) ctl.seedDraft?.(opts.prior);
   const drafter = new Drafter(draftModel, opts.params, clock);
 
   const t0 = clock.now();
@@ -654,13 +701,26 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
       ctl.observeOpen?.({ rttMs: Math.max(0, Math.min(r.rttMs, openRtt)), prefillMs: r.prefillMs, promptTokens: prompt.length });
     }
   });
-  // the draft's prefill starts one macrotask later: an open the target answers in this thread (a
-  // local target) emits its token first instead of waiting behind the draft's prefill; a remote
-  // open is already on the wire, so overlap is kept
+  // 'overlap': the draft's prefill starts one macrotask later: an open the target answers in this
+  // thread (a local target) emits its token first instead of waiting behind the draft's prefill;
+  // a remote open is already on the wire, so overlap is kept. 'after-open': it waits for the
+  // first token (a draft on the target's machine, SwiftShader for one, would slow the target's
+  // prefill), and is skipped when round 0 streams anyway: the first draft round catches the draft
+  // up on the whole transcript, and a run that never drafts never waits for a slow draft at all
   let draftReady = prompt.length < 2;
+  const afterOpen = (opts.draftPrefill ?? (targetOnly && (opts.prior?.streamedShare ?? 0) >= 0.5 ? 'after-open' : 'overlap')) === 'after-open';
+  let prefillSkipped = false;
   const draftPrefill = async (): Promise<void> => {
     if (prompt.length < 2) return;
-    await clock.sleep(0);
+    if (afterOpen) {
+      // a refused open leaves nothing to prefill for
+      if (!(await opening.then(() => true, () => false))) return;
+      if (targetOnly && ctl.streamsFirst?.()) {
+        prefillSkipped = true;
+        draftReady = true;
+        return;
+      }
+    } else await clock.sleep(0);
     const { prefillMs, stepMs } = await drafter.prefill(prompt);
     if (prompt.length > 2) ctl.observeCatchUp(prefillMs, prompt.length - 1);
     ctl.observeDraft(stepMs);
@@ -803,6 +863,7 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     provenance,
     stopReason: stopReason as StopReason,
     kHistory,
+    prior: adaptive ? priorOf(ctl, tokens.length ? streamed / tokens.length : 0) : undefined,
     stats: {
       rounds,
       draftedTokens: tally.drafted,
@@ -825,8 +886,14 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
       streamMsPerToken: streamed ? streamMsSum / streamed : 0,
       meanQueueMs: loadRounds ? queueMsSum / loadRounds : 0,
       meanBatch: loadRounds ? batchSum / loadRounds : 0,
+      draftPrefill: prefillSkipped ? 'skipped' : afterOpen ? 'after-open' : 'overlap',
     },
   };
+}
+
+function priorOf(ctl: KPolicy, streamedShare: number): DraftPrior | undefined {
+  const c = ctl.draftCosts?.();
+  return c && { ...c, streamedShare };
 }
 
 // ---- target-only baseline ----

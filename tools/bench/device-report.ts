@@ -104,7 +104,7 @@ export function buildReport(out: string): { json: Record<string, unknown>; md: s
     for (const r of runs as Record<string, unknown>[]) {
       lines.push(`| ${r.name} | ${r.target} | ${r.verifier} | ${r.rttMs} | ${r.pipeline ? 'y' : 'n'} | ${r.temperature} | ${r.mode}${r.draftDelayMs ? ` +${r.draftDelayMs}ms draft` : ''} | ${r.tokPerSec ?? 'error'} | ${r.baselineTokPerSec ?? ''} | ${r.speedup ?? ''} | ${r.ttftMs ?? ''}/${r.baselineTtftMs ?? ''} | ${r.acceptanceRate ?? ''} | ${r.tokensPerTargetPass ?? ''} | ${r.ofSpeedOfLight ?? '–'} | ${r.identical ?? '–'} |`);
     }
-    lines.push('', 'of SoL = tok/s ÷ (τ ÷ (verify pass + mean k × draft step + RTT)) from the run\'s own measurements ("–" where k = 0 stretches mix in).');
+    lines.push('', 'of SoL = tok/s ÷ (τ ÷ (verify pass + mean k × draft step + RTT)) from the run\'s own measurements ("–" where k = 0 stretches mix in: the no-k0 runs are the ones it is defined for). A pipelined run drafts while the pass runs, so it can exceed 1.');
     type Rep = { n: number; median: { specTokPerSec: number; baseTokPerSec: number; specTtftMs: number; baseTtftMs: number }; speedup: number; ttftRatio: number };
     const rep = (runs as Record<string, unknown>[]).filter((r) => r.repeats);
     if (rep.length) {

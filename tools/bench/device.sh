@@ -9,7 +9,8 @@
 #      WGSL engine against the tiny target's
 #   5. end to end through the gateway on the CUDA sidecar, tiny-draft drafting: adaptive k,
 #      RTT 0/20 ms, pipelined or not, greedy and T = 0.7, each with its target-only baseline;
-#      fixed k = 4; a slowed draft (--draft-delay-ms) with and without the k = 0 arm; the 3B-cost
+#      adaptive k without the k = 0 arm (pipelined, greedy: the runs whose speed of light is
+#      defined, every token from a verify round); fixed k = 4; a slowed draft (--draft-delay-ms) with and without the k = 0 arm; the 3B-cost
 #      target at RTT 0/20 (pipelined, greedy)
 # and writes OUT/device.json + OUT/report.md (tools/bench/device-report.ts). Every step has its
 # own timeout and status, so one failure costs its step, not the run.
@@ -22,8 +23,9 @@
 #     --skip-3b   leave out the 3B-cost target (disk/time)
 #     --e2e-only  only the full-size padded 1B-cost target: generate, check on the sidecar, and the
 #                 end-to-end matrix (RTT $E2E_RTTS, default "0 20"; pipelined, adaptive; greedy and
-#                 T = 0.7; the slowed draft with and without k = 0). On a CPU box this is the
-#                 memory-bound regime the tiny pair never reaches (~10 min on 2 idle cores)
+#                 T = 0.7; the same without the k = 0 arm, greedy; the slowed draft with and
+#                 without k = 0). On a CPU box this is the memory-bound regime the tiny pair
+#                 never reaches (~13 min on 2 idle cores)
 #     --repeats N every end-to-end run: both modes warmed up, then N runs each in alternating order,
 #                 medians reported (duet speculate --repeats)
 # Environment: SCRATCH (model scratch dir, default /tmp/duet-device), DRAFT_BACKEND (cpu|webgpu,
@@ -198,7 +200,10 @@ if start_gateway "$P1" 1b; then
   if [ $E2E_ONLY -eq 1 ]; then
     for rtt in ${E2E_RTTS:-0 20}; do for temp in 0 0.7; do
       e2e "1b-rtt$rtt-pipe1-t$temp" "$L1" "$rtt" 1 "$temp" adaptive 0
-    done; done
+    done
+      # adaptive k without the k = 0 arm: every token from a verify round, so the run's speed of light is defined
+      e2e "1b-rtt$rtt-pipe1-t0-nok0" "$L1" "$rtt" 1 0 no-k0 0
+    done
     e2e 1b-rtt0-slowdraft-k0 "$L1" 0 0 0 adaptive 400
     e2e 1b-rtt0-slowdraft-nok0 "$L1" 0 0 0 no-k0 400
   elif [ $DRY -eq 1 ]; then
@@ -209,7 +214,9 @@ if start_gateway "$P1" 1b; then
   else
     for rtt in 0 20; do for pipe in 0 1; do for temp in 0 0.7; do
       e2e "1b-rtt$rtt-pipe$pipe-t$temp" "$L1" "$rtt" "$pipe" "$temp" adaptive 0
-    done; done; done
+    done; done
+      e2e "1b-rtt$rtt-pipe1-t0-nok0" "$L1" "$rtt" 1 0 no-k0 0
+    done
     e2e 1b-rtt0-k4-greedy "$L1" 0 0 0 k4 0
     e2e 1b-rtt0-slowdraft-k0 "$L1" 0 0 0 adaptive 30
     e2e 1b-rtt0-slowdraft-nok0 "$L1" 0 0 0 no-k0 30

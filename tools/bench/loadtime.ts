@@ -60,7 +60,7 @@ export interface LoadTimeResult {
 }
 
 /** Solo runs per mode in the load-time bench. */
-export const SOLO_REPS = 5;
+export const SOLO_REPS = 9;
 
 const CHROMIUM_ARGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
   '--disable-component-update', '--no-first-run', '--enable-precise-memory-info'];

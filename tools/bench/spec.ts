@@ -22,7 +22,7 @@ import type { CausalLM } from '../../src/engine/model.ts';
 import type { LlamaConfig } from '../../src/engine/config.ts';
 import type { LlamaWeights } from '../../src/engine/weights.ts';
 import { LocalTarget } from '../../src/engine/local-target.ts';
-import { DelayedLink, DelayedModel, baseline, speculate } from '../../src/engine/speculative.ts';
+import { DelayedLink, DelayedModel, baseline, speculate, type DraftPrior } from '../../src/engine/speculative.ts';
 import { SpecTally } from '../../src/engine/tally.ts';
 import type { SamplingParams } from '../../src/engine/sampling.ts';
 import { type CapacityPair, loadTinyPair, runCapacity } from './capacity.ts';
@@ -318,6 +318,8 @@ async function slowDraftSection(
     type Acc = { tok: number; ms: number[][]; streamed: number; passes: number; texts: number[][][] };
     const acc = (): Acc => ({ tok: 0, ms: prompts.map(() => []), streamed: 0, passes: 0, texts: prompts.map(() => []) });
     const modes = { base: acc(), adaptive: acc(), 'adaptive-no-k0': acc() };
+    // each mode carries the draft's measured costs from run to run, as the app's worker and the CLI do
+    const priors: Partial<Record<keyof typeof modes, DraftPrior>> = {};
     for (const [i, p] of prompts.entries()) {
       for (let rep = 0; rep < reps; rep++) {
         const order = (i + rep) % 2 === 0 ? (['base', 'adaptive', 'adaptive-no-k0'] as const) : (['adaptive-no-k0', 'adaptive', 'base'] as const);
@@ -331,7 +333,8 @@ async function slowDraftSection(
             a.texts[i].push(b.tokens);
             continue;
           }
-          const r = await speculate(slow, link, p, { params: GREEDY, maxTokens, adaptive: true, targetOnlyArm: mode === 'adaptive', eosTokenIds: eos });
+          const r = await speculate(slow, link, p, { params: GREEDY, maxTokens, adaptive: true, targetOnlyArm: mode === 'adaptive', eosTokenIds: eos, prior: priors[mode] });
+          priors[mode] = r.prior ?? priors[mode];
           if (rep === 0) a.tok += r.tokens.length;
           a.ms[i].push(r.stats.wallMs);
           a.streamed += r.stats.streamedTokens;

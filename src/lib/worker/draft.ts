@@ -5,6 +5,7 @@
 import type { DraftInfo, DuetNotice, LoadProgress } from '../types.ts';
 import type { LoadRequest } from './protocol.ts';
 import type { CausalLM } from '../../engine/model.ts';
+import type { DraftPrior } from '../../engine/speculative.ts';
 import { CpuBatchLlama, CpuBatchSession } from '../../engine/cpu-batch.ts';
 import { FolderSource, UrlSource, openModel, collectWeights, resolveWeightFormat, type ModelSource, type OpenedModel } from '../../engine/loader/index.ts';
 import { WeightsCache, cacheKey, idbStore, type CachedTensor, type Prepared } from '../../engine/cache.ts';
@@ -21,6 +22,8 @@ export interface Draft {
   tokenizer: Tokenizer;
   eosTokenIds: number[];
   info: DraftInfo;
+  /** The draft's costs as the last adaptive generation measured them (speculate's `prior`). */
+  prior?: DraftPrior;
 }
 
 const now = (): number => performance.now();

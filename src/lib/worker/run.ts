@@ -125,9 +125,11 @@ const speculative: ModeBody = async ({ d, link, prompt, params, req, stream, sig
   const s = req.settings;
   const result = await speculate(d.model, link, prompt, {
     params, maxTokens: s.maxTokens, k: s.k, adaptive: s.adaptive, kMax: s.k, pipeline: true,
-    eosTokenIds: d.eosTokenIds, signal,
+    eosTokenIds: d.eosTokenIds, signal, prior: d.prior,
     onToken: (e) => stream.token(e.token, e.provenance),
   });
+  // the next generation with this draft starts from what this one measured of its costs
+  d.prior = result.prior ?? d.prior;
   return result.stopReason === 'abort' ? 'stopped' : result.stopReason === 'eos' ? 'eos' : 'max-tokens';
 };
 
