@@ -159,6 +159,31 @@ describe('k = 0 arm end to end (virtual time, injected costs)', () => {
     expect(warm.specTokPerSec / warm.baseTokPerSec).toBeGreaterThan(1.2);
   });
 
+  it('a slow (memory-bound) target and a fast draft: no stream probe; a second run waits for the short prefill instead of streaming round 0 and keeps up with adaptive k without the arm', async () => {
+    // a decode step ~285 ms, a 5-token verify ~425 ms (the padded 1B-cost target on this CPU), a 1.7 ms draft step
+    const SLOW = { fixedMs: 250, perPositionMs: 35, prefillMs: 600 };
+    for (const [i, prompt] of prompts.entries()) {
+      const o = { draftDelayMs: 1.7, cost: SLOW, maxTokens: 48, pipeline: i % 2 === 0 };
+      const cold = await run(prompt, o);
+      const noArm = await run(prompt, { ...o, targetOnlyArm: false });
+      // the last run mostly streamed (as a short warm-up can): the next one prefills after the open
+      const prior = { ...cold.spec.prior!, streamedShare: 0.9 };
+      const warm = await run(prompt, { ...o, prior });
+      const what = (r: Run): string => `prompt ${i}: ${r.specTokPerSec.toFixed(2)} vs ${r.baseTokPerSec.toFixed(2)} tok/s, prefill ${r.spec.stats.draftPrefill}, k ${r.spec.kHistory.join(',')}`;
+      for (const r of [cold, noArm, warm]) {
+        expect(r.spec.tokens, what(r)).toEqual(r.baseTokens);
+        expect(r.specTokPerSec / r.baseTokPerSec, what(r)).toBeGreaterThan(1.2);
+      }
+      // no stretch: a stream probe is not worth its tokens beside a target speculation beats
+      // clearly, and round 0 waited for the short prefill instead of streaming while it ran
+      for (const r of [cold, warm]) expect(r.spec.stats.streamedTokens, what(r)).toBe(0);
+      expect(warm.spec.stats.draftPrefill, what(warm)).toBe(prompt.length < 2 ? 'skipped' : 'after-open');
+      // knowing the draft's costs, the arm costs nothing here: within 3% of adaptive k without it
+      // (a first run, knowing nothing, starts at k = 2 in case the draft is slow)
+      expect(warm.specTokPerSec / noArm.specTokPerSec, `${what(warm)} / no arm ${what(noArm)}`).toBeGreaterThan(0.97);
+    }
+  });
+
   it('sampled (T = 0.7): the stretch tokens are the target\'s own samples, so text and stats stay consistent', async () => {
     const params = { temperature: 0.7, topK: 0, topP: 1, seed: 3 };
     const r = await run(prompts[1], { draftDelayMs: 12, params });
@@ -247,6 +272,25 @@ describe('KController: the k = 0 decision from injected costs', () => {
     expect(noArm.choose()).toBe(4);
     // nonsense from a link is ignored
     expect(first({ rttMs: Number.NaN, prefillMs: 3, promptTokens: 17 }).k).toBe(2);
+  });
+
+  it('round 0 with an earlier run\'s draft costs: skips the prefill where streaming wins, waits for a short one, streams while a long one runs', () => {
+    const at = (prior: DraftPrior, open: { rttMs: number; prefillMs: number; promptTokens: number }): { streamsFirst: boolean; waits: boolean } => {
+      const c = new KController(8, 2, false, true);
+      c.seedDraft(prior);
+      c.observeOpen(open);
+      return { streamsFirst: c.streamsFirst(), waits: c.waitsForPrefill(open.promptTokens) };
+    };
+    // a SwiftShader-like draft (25 ms a step, 110 ms for 5 prompt tokens) beside a fast target (a 6-token prefill in 10 ms)
+    expect(at({ draftMs: 25, catchUps: [[5, 110]], streamedShare: 1 }, { rttMs: 1, prefillMs: 10, promptTokens: 6 }).streamsFirst).toBe(true);
+    // a fast CPU draft beside a slow target (600 ms for 12 tokens): wait ~10 ms, then draft
+    expect(at({ draftMs: 1.7, catchUps: [[11, 8]], streamedShare: 1 }, { rttMs: 0, prefillMs: 600, promptTokens: 12 })).toEqual({ streamsFirst: false, waits: true });
+    // a draft step of 12 ms beside a 20 ms prefill of 8 tokens: waiting ~36 ms would cost more than streaming meanwhile
+    expect(at({ draftMs: 12, catchUps: [[7, 12]], streamedShare: 1 }, { rttMs: 0, prefillMs: 20, promptTokens: 8 })).toEqual({ streamsFirst: false, waits: false });
+    // nothing known of the draft: no wait (the prefill's cost is unknown)
+    const bare = new KController(8, 2, false, true);
+    bare.observeOpen({ rttMs: 0, prefillMs: 600, promptTokens: 12 });
+    expect(bare.waitsForPrefill(12)).toBe(false);
   });
 
   it('prices a catch-up from the draft\'s own forwards: a line through its prefill, catch-ups and steps', () => {

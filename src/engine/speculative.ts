@@ -154,6 +154,8 @@ export interface KPolicy {
   observeOpen?(o: { rttMs: number; prefillMs: number; promptTokens: number }): void;
   /** After observeOpen: round 0 would stream even with the draft ready (its prefill can wait for a draft round). */
   streamsFirst?(): boolean;
+  /** After observeOpen: round 0 should wait for the draft's prompt prefill (short beside the target's steps) rather than stream meanwhile. */
+  waitsForPrefill?(promptTokens: number): boolean;
   /** Start from an earlier run's draft costs. */
   seedDraft?(p: DraftPrior): void;
   /** The draft's costs as measured so far (undefined before any was). */
@@ -175,6 +177,8 @@ export const PROBE_MAX = 4096;
 export const MODE_MARGIN = 1.05;
 /** While drafting, stream STRETCH_MIN tokens once this many rounds to keep the stream's cost measured. */
 export const STREAM_PROBE_EVERY = 50;
+/** A stream probe runs only where streaming's estimated rate × this reaches drafting's (KController.streamCouldWin). */
+export const STREAM_PROBE_MARGIN = 1.1;
 
 /**
  * Least-squares line y = a + b·x with a, b >= 0 through pts (b < 0 → flat at the mean; a < 0 →
@@ -242,18 +246,22 @@ export function fitLine(pts: readonly (readonly [number, number])[], onePoint: '
  * pays about a step whatever n, a CPU draft per token; where b exceeds PROBE_BUDGET of a stream
  * step no P keeps a probe within budget and probes come every PROBE_MAX tokens. The other way round, the stream's cost is measured, not
  * extrapolated (a verify line fitted over k = 1..8 says little about one position on a loaded
- * or batched target): the second decision is a stretch, sized by the amortization rule above
+ * or batched target): the second decision is a stretch (where the estimate says streaming could
+ * win at all, within STREAM_PROBE_MARGIN of drafting; against a slow target speculation beats
+ * clearly the probe would only cost a short generation), sized by the amortization rule above
  * from round 0's estimates (STRETCH_MIN where the round trip is cheap; on a fast target behind a
  * long round trip, long enough to pay the round trip back, and its tokens count toward the next
  * drafting probe), and drafting streams STRETCH_MIN tokens again every STREAM_PROBE_EVERY
- * rounds (never slower than the target alone; at most a few percent of a speculative gain). With the arm on, speculate()
+ * rounds, on the same condition (never slower than the target alone; at most a few percent of a speculative gain). With the arm on, speculate()
  * starts at kInit = 2 (a slow draft should not pay for a long first block), unless what open()
  * measured — the link's round trip and the prefill's time (a decode step costs between prefill / P
  * and prefill) — shows streaming beating even the cheapest drafting (the pass at its lower bound,
- * α at its prior, a draft step at its prompt prefill's cost per token, the best k): then round 0 is already a stretch, and the first draft round comes as a
+ * α at its prior, a draft step as measured or at its prompt prefill's cost per token, the best k): then round 0 is already a stretch, and the first draft round comes as a
  * probe (a fast target behind a long round trip would otherwise pay one round trip to learn it).
  * Round 0 is a stretch, too, while the draft is still running its prompt prefill (speculate()
  * passes draftReady): the wait for a slow draft's prefill alone can cost more than the stretch.
+ * With an earlier run's draft costs (speculate's prior) round 0 can instead wait for a prefill
+ * that is short beside the target's steps (waitsForPrefill) and draft.
  * The prefill is timed in two parts (a forward of the prompt less its last token, then one step),
  * so the first probe plan knows d and a point of the catch-up line; with a prompt of one or two
  * tokens the line's slope is unknown, and a first probe after STRETCH_MIN tokens measures it when
@@ -357,6 +365,19 @@ export class KController implements KPolicy {
     return { draftMs: this.draftMs, catchUps: this.catchUps.map(([n, ms]) => [n, ms]) };
   }
 
+  /**
+   * After observeOpen, with the draft's costs known (an earlier run's prior): round 0 waits for
+   * the draft's prompt prefill (a forward of P − 1 tokens and one step, priced from those costs)
+   * and drafts, rather than stream a stretch while it runs, when the wait is at most what that
+   * stretch would lose against drafting — STRETCH_MIN stream steps (at their lower bound) times
+   * ½, the share a ×2 speculation saves.
+   */
+  waitsForPrefill(promptTokens: number): boolean {
+    if ((Number.isNaN(this.draftMs) && this.catchUps.length === 0) || !Number.isFinite(this.openPassLoMs)) return false;
+    const wait = this.catchUpTime(promptTokens - 1) + this.draftStepTime();
+    return wait <= 0.5 * STRETCH_MIN * this.openPassLoMs;
+  }
+
   observeCatchUp(ms: number, tokens: number): void {
     if (!(ms >= 0) || !(tokens >= 1)) return;
     this.catchUps.push([tokens, ms]);
@@ -442,7 +463,11 @@ export class KController implements KPolicy {
     // like any stretch from the estimates of round 0: on a fast target behind a long round trip
     // it streams long enough to pay that round trip back instead of costing one more
     if (this.streamProbe && !Number.isNaN(this.streamMs)) return STRETCH_MIN;
-    const amortize = Math.ceil(this.stretchFixedTime() / (STRETCH_FIXED_SHARE * Math.max(this.streamStepTime(), 1e-6)));
+    // before anything measured a step, open's lower bound on it (prefill / P): amortizing the
+    // round trip over cheap steps takes more of them, and an extra round trip is the cost
+    const unmeasured = Number.isNaN(this.streamMs) && this.verifyMsAt.length === 0 && Number.isFinite(this.openPassLoMs);
+    const step = unmeasured ? this.openPassLoMs : this.streamStepTime();
+    const amortize = Math.ceil(this.stretchFixedTime() / (STRETCH_FIXED_SHARE * Math.max(step, 1e-6)));
     const n = this.streamProbe ? amortize : Math.min(amortize, Math.max(STRETCH_MIN, this.probeEvery - this.streamedSinceProbe));
     return Math.max(STRETCH_MIN, Math.min(STRETCH_MAX, n));
   }
@@ -498,6 +523,17 @@ export class KController implements KPolicy {
     this.probeEvery = Math.max(STRETCH_MIN, Math.min(PROBE_MAX, p));
   }
 
+  /**
+   * A stream probe (a stretch that measures what streaming costs now) is worth its tokens only
+   * where streaming could win: its estimate (from the verify line, the round overhead and the
+   * queue time) within STREAM_PROBE_MARGIN of drafting's best. Against a slow target that
+   * speculation beats clearly, a probe of STRETCH_MIN tokens at the target's own pace would cost
+   * a short generation a large share of its time.
+   */
+  private streamCouldWin(): boolean {
+    return this.rate(0) * STREAM_PROBE_MARGIN >= this.rate(this.best());
+  }
+
   choose(draftReady = true): number {
     const r = this.round++;
     // round 0 with the arm: stream when the bounds say streaming wins, and rather than wait idle
@@ -510,14 +546,25 @@ export class KController implements KPolicy {
       this.planProbes(Math.min(this.kInit, 2));
       return 0;
     }
-    if (r === 0) return this.kInit;
+    if (r === 0) {
+      // the arm's short first block is for a draft that may be slow; one known (an earlier run's
+      // step) to cost at most a tenth of the target's cheapest possible step starts at 4
+      const cheap = this.targetOnly && this.draftMs <= 0.1 * this.openPassLoMs;
+      return cheap ? Math.max(this.kInit, Math.min(4, this.kMax)) : this.kInit;
+    }
     if (r === 1 && !this.targetOnly) return Math.max(1, Math.floor(this.kInit / 2));
     if (this.targetOnly && !this.streaming && (Number.isNaN(this.streamMs) || this.sinceStreamProbe >= STREAM_PROBE_EVERY)) {
-      // measure what streaming costs now (one stretch), then decide on data
-      this.sinceStreamProbe = 0;
-      this.streamedSinceProbe = 0;
-      this.streamProbe = true;
-      return 0;
+      if (this.streamCouldWin()) {
+        // measure what streaming costs now (one stretch), then decide on data
+        this.sinceStreamProbe = 0;
+        this.streamedSinceProbe = 0;
+        this.streamProbe = true;
+        return 0;
+      }
+      // one verify size measured says little of a one-position pass (memory-bound, it costs about
+      // the same; compute-bound, 1/(k + 1) of it): draft at another k first, and decide on a line
+      const measured = this.verifyMsAt.flatMap((y, k) => (y === undefined ? [] : [k]));
+      if (measured.length === 1) return measured[0] >= 4 ? Math.floor(measured[0] / 2) : Math.min(2 * measured[0], this.kMax);
     }
     // a stream probe's tokens count as streaming time toward the next drafting probe
     const afterStreamProbe = this.streamProbe;
@@ -706,20 +753,29 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   // a remote open is already on the wire, so overlap is kept. 'after-open': it waits for the
   // first token (a draft on the target's machine, SwiftShader for one, would slow the target's
   // prefill), and is skipped when round 0 streams anyway: the first draft round catches the draft
-  // up on the whole transcript, and a run that never drafts never waits for a slow draft at all
-  let draftReady = prompt.length < 2;
+  // up on the whole transcript, and a run that never drafts never waits for a slow draft at all.
+  // Where the prefill is short beside the target's steps, round 0 waits for it and drafts.
   const afterOpen = (opts.draftPrefill ?? (targetOnly && (opts.prior?.streamedShare ?? 0) >= 0.5 ? 'after-open' : 'overlap')) === 'after-open';
-  let prefillSkipped = false;
+  // a one-token prompt has nothing to prefill: the first draft step runs it
+  let prefillSkipped = prompt.length < 2;
+  let draftReady = prefillSkipped;
+  // 'after-open', decided once the open is in (by whichever of the prefill and round 0 asks first)
+  let plan: 'skip' | 'wait' | 'background' | undefined;
+  const planPrefill = (): 'skip' | 'wait' | 'background' =>
+    (plan ??= targetOnly && ctl.streamsFirst?.() ? 'skip' : ctl.waitsForPrefill?.(prompt.length) ? 'wait' : 'background');
   const draftPrefill = async (): Promise<void> => {
     if (prompt.length < 2) return;
     if (afterOpen) {
       // a refused open leaves nothing to prefill for
       if (!(await opening.then(() => true, () => false))) return;
-      if (targetOnly && ctl.streamsFirst?.()) {
+      const p = planPrefill();
+      if (p === 'skip') {
         prefillSkipped = true;
         draftReady = true;
         return;
       }
+      // in the background: round 0's stretch is sent first
+      if (p === 'background') await clock.sleep(0);
     } else await clock.sleep(0);
     const { prefillMs, stepMs } = await drafter.prefill(prompt);
     if (prompt.length > 2) ctl.observeCatchUp(prefillMs, prompt.length - 1);
@@ -738,6 +794,7 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     await prefilling; // the prefill's own failure first
     throw e;
   }
+  if (afterOpen && !prefillSkipped && planPrefill() === 'wait') await prefillSettled;
 
   const transcript = [...prompt, firstToken];
   // drafted ahead of the transcript: tokens with their q's, valid while the transcript is unchanged

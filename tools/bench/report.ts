@@ -245,7 +245,7 @@ export function renderReport(r: AllResults): { markdown: string; figures: Figure
     const sd = spec.slowDraft;
     const reps = sd.rows[0]?.repeats;
     L.push('## Never slower: a slowed draft and the k = 0 arm', '',
-      `The draft slowed by ${n2(sd.draftDelayMs, 3)} ms per forward (one target decode step here, ${n2(sd.targetMsPerToken, 3)} ms/token): drafting cannot pay, and the adaptive controller's k = 0 arm (the target streams alone) must keep speculation near the target alone; without the arm it drafts every round. Adaptive k, greedy, in process; ${reps ? `each prompt ${reps} times per mode in alternating order, per-prompt medians` : 'one run per prompt and mode'}.`, '',
+      `The draft slowed by ${n2(sd.draftDelayMs, 3)} ms per forward (one target decode step here, ${n2(sd.targetMsPerToken, 3)} ms/token): drafting cannot pay, and the adaptive controller's k = 0 arm (the target streams alone) must keep speculation near the target alone; without the arm it drafts every round. Adaptive k, greedy, in process; ${reps ? `each prompt ${reps} times per mode in alternating order, per-prompt medians` : 'one run per prompt and mode'}. Each mode carries the draft's measured costs from one run to the next (speculate's prior), as the app's worker and the CLI do.`, '',
       '| RTT ms | mode | spec tok/s | baseline tok/s | ratio | streamed share | tokens / pass | mismatches |', '|---|---|---|---|---|---|---|---|');
     for (const x of sd.rows) L.push(`| ${x.rttMs} | ${x.mode} | ${n2(x.specTokPerSec)} | ${n2(x.baselineTokPerSec)} | ×${n2(x.ratio)} | ${pct(x.streamedShare)} | ${n2(x.tokensPerTargetPass)} | ${x.mismatches} |`);
     L.push('');

@@ -111,6 +111,8 @@ export interface RttRow {
 
 /** Repeats per prompt and mode in the RTT rows (alternating order, medians). */
 export const RTT_REPS = 3;
+/** The slowDraft rows' repeats: a 64-token run at RTT 0 takes ~70 ms here, where one pause moves a median of 3. */
+export const SLOW_DRAFT_REPS = 7;
 
 const r3 = (x: number): number => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : 0);
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
@@ -150,7 +152,7 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
   }
   const baselineTokPerSec = (baseTokens * 1000) / baseMs;
 
-  const slowDraft = await slowDraftSection(draft, target, prompts.slice(0, quick ? 1 : 3), maxTokens, eos, (baseMs / baseTokens), o.draftDelayMs, quick ? 1 : RTT_REPS, log);
+  const slowDraft = await slowDraftSection(draft, target, prompts.slice(0, quick ? 1 : 3), maxTokens, eos, (baseMs / baseTokens), o.draftDelayMs, quick ? 1 : SLOW_DRAFT_REPS, log);
   if (o.onlySlowDraft) return { model: { target: pair.name, draft: draftDir, vocab: pair.config.vocabSize }, backend: 'cpu', engine, quick, slowDraft, wallMs: r3(performance.now() - t0) };
 
   const kSweep: SweepRow[] = [];
