@@ -48,9 +48,11 @@ export interface SpeculateOptions {
   /**
    * When the draft runs its prompt prefill. 'overlap': as soon as the open is sent (it overlaps
    * the round trip and the target's prefill). 'after-open': once the target's first token is in,
-   * and only if the controller does not stream round 0 anyway (a later draft round catches the
-   * draft up instead); the first token then never shares a machine with the draft's prefill.
-   * Default: 'after-open' when `prior` says the last run mostly streamed, else 'overlap'.
+   * and only where it is short beside the target's steps (round 0 waits for it and drafts); else
+   * not at all: round 0 streams, and a later draft round, if one comes, catches the draft up. The
+   * first token then never shares a machine with the draft's prefill, and a run that never
+   * drafts never pays for it. Default: 'after-open' when `prior` says the last run mostly
+   * streamed (with the k = 0 arm), else 'overlap'.
    */
   draftPrefill?: 'overlap' | 'after-open';
   /**
@@ -752,30 +754,29 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   // thread (a local target) emits its token first instead of waiting behind the draft's prefill;
   // a remote open is already on the wire, so overlap is kept. 'after-open': it waits for the
   // first token (a draft on the target's machine, SwiftShader for one, would slow the target's
-  // prefill), and is skipped when round 0 streams anyway: the first draft round catches the draft
-  // up on the whole transcript, and a run that never drafts never waits for a slow draft at all.
-  // Where the prefill is short beside the target's steps, round 0 waits for it and drafts.
+  // prefill), and runs only where it is short beside the target's steps (round 0 waits for it and
+  // drafts); else round 0 streams and the first draft round catches the draft up on the whole
+  // transcript, and a run that never drafts never waits for a slow draft at all.
   const afterOpen = (opts.draftPrefill ?? (targetOnly && (opts.prior?.streamedShare ?? 0) >= 0.5 ? 'after-open' : 'overlap')) === 'after-open';
   // a one-token prompt has nothing to prefill: the first draft step runs it
   let prefillSkipped = prompt.length < 2;
   let draftReady = prefillSkipped;
-  // 'after-open', decided once the open is in (by whichever of the prefill and round 0 asks first)
-  let plan: 'skip' | 'wait' | 'background' | undefined;
-  const planPrefill = (): 'skip' | 'wait' | 'background' =>
-    (plan ??= targetOnly && ctl.streamsFirst?.() ? 'skip' : ctl.waitsForPrefill?.(prompt.length) ? 'wait' : 'background');
+  // 'after-open', decided once the open is in (by whichever of the prefill and round 0 asks first):
+  // wait for a prefill that is short beside the target's steps and draft; else stream round 0
+  // and let the first draft round, if one comes, catch the draft up (a prefill run meanwhile
+  // would be wasted whenever streaming goes on, and in one thread it delays the stream)
+  let plan: 'skip' | 'wait' | undefined;
+  const planPrefill = (): 'skip' | 'wait' => (plan ??= !(targetOnly && ctl.streamsFirst?.()) && ctl.waitsForPrefill?.(prompt.length) ? 'wait' : 'skip');
   const draftPrefill = async (): Promise<void> => {
     if (prompt.length < 2) return;
     if (afterOpen) {
       // a refused open leaves nothing to prefill for
       if (!(await opening.then(() => true, () => false))) return;
-      const p = planPrefill();
-      if (p === 'skip') {
+      if (planPrefill() === 'skip') {
+        // draftReady stays false: round 0 streams
         prefillSkipped = true;
-        draftReady = true;
         return;
       }
-      // in the background: round 0's stretch is sent first
-      if (p === 'background') await clock.sleep(0);
     } else await clock.sleep(0);
     const { prefillMs, stepMs } = await drafter.prefill(prompt);
     if (prompt.length > 2) ctl.observeCatchUp(prefillMs, prompt.length - 1);
