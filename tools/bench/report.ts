@@ -332,12 +332,18 @@ export function readmeSection(r: AllResults, reportPath: string): string {
   const M = (s: string) => `${s} *(measured-here)*`;
   const P = (s: string) => `${s} *(projected)*`;
   const C = (s: string) => `${s} *(claimed-by-reference)*`;
+  // browser tok/s: the solo medians (each mode alone); the side-by-side run's modes contend with each other
+  const browserTps = (m: 'spec' | 'base'): string => {
+    if (load?.solo) return `; ${M(`${n2(load.solo[m].medianTokPerSec)} (browser, solo median)`)}`;
+    const c = load?.compare[m];
+    return c ? `; ${M(`${n2(c.tokPerSec)} (browser, side by side)`)}` : '';
+  };
   const rows: [string, string, string, string][] = [
     ['Acceptance rate', adaptive ? M(`${pct(adaptive.acceptanceRate)} (greedy, adaptive k)`) : '–', '–', C(pct(REFERENCE.acceptanceRate))],
     ['Tokens per target pass', adaptive ? M(`${n2(adaptive.tokensPerTargetPass)} (adaptive); best fixed k: ${n2(Math.max(...greedy.map((x) => x.tokensPerTargetPass)))}`) : '–', '–', C(`${REFERENCE.tokensPerTargetStep}`)],
-    ['Speculative tok/s (one user)', rtt0 ? M(`${n2(rtt0.specTokPerSec)} (CPU, RTT 0, pipelined)`) + (load?.compare.spec ? `; ${M(`${n2(load.compare.spec.tokPerSec)} (browser)`)}` : '') : '–',
+    ['Speculative tok/s (one user)', rtt0 ? M(`${n2(rtt0.specTokPerSec)} (CPU, RTT 0, pipelined)`) + browserTps('spec') : '–',
       p0 ? P(`${n2(p0.tps, 1)} at RTT 0 (k = ${p0.k}), ${n2(p50!.tps, 1)} at RTT 50 ms (k = ${p50!.k})`) : '–', C(`${REFERENCE.specTokPerSec}`)],
-    ['Baseline tok/s (target only)', rtt0 ? M(`${n2(rtt0.baselineTokPerSec)} (CPU)`) + (load?.compare.base ? `; ${M(`${n2(load.compare.base.tokPerSec)} (browser)`)}` : '') : '–',
+    ['Baseline tok/s (target only)', rtt0 ? M(`${n2(rtt0.baselineTokPerSec)} (CPU)`) + browserTps('base') : '–',
       P(`${PUBLISHED.n150Target3BTokPerSec} (published n150 3B, batch 1)`), C(`${REFERENCE.baselineTokPerSec}`)],
     ['Speedup', rtt0 ? M(`×${n2(rtt0.speedup)} (CPU, RTT 0)`) : '–', p0 ? P(`×${n2(p0.tps / PUBLISHED.n150Target3BTokPerSec)}`) : '–', C(`×${REFERENCE.speedup}`)],
     ['Time to first token', load?.solo ? M(`${n2(load.solo.spec.medianTtftMs, 1)} ms speculative / ${n2(load.solo.base.medianTtftMs, 1)} ms baseline (browser, solo medians)`) : load?.compare.spec ? M(`${n2(load.compare.spec.ttftMs, 0)} ms speculative / ${n2(load.compare.base?.ttftMs, 0)} ms baseline (browser, side by side)`) : '–', '–', C(`~${REFERENCE.specTtftMs} ms / ${REFERENCE.baselineTtftMs} ms`)],
