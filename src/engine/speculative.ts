@@ -362,8 +362,13 @@ export class KController implements KPolicy {
     for (const [n, ms] of p.catchUps.slice(-8)) this.observeCatchUp(ms, n);
   }
 
+  /** Some forward of the draft has been timed (or seeded from a prior). */
+  private get knowsDraft(): boolean {
+    return !Number.isNaN(this.draftMs) || this.catchUps.length > 0;
+  }
+
   draftCosts(): Omit<DraftPrior, 'streamedShare'> | undefined {
-    if (Number.isNaN(this.draftMs) && this.catchUps.length === 0) return undefined;
+    if (!this.knowsDraft) return undefined;
     return { draftMs: this.draftMs, catchUps: this.catchUps.map(([n, ms]) => [n, ms]) };
   }
 
@@ -375,7 +380,7 @@ export class KController implements KPolicy {
    * ½, the share a ×2 speculation saves.
    */
   waitsForPrefill(promptTokens: number): boolean {
-    if ((Number.isNaN(this.draftMs) && this.catchUps.length === 0) || !Number.isFinite(this.openPassLoMs)) return false;
+    if (!this.knowsDraft || !Number.isFinite(this.openPassLoMs)) return false;
     const wait = this.catchUpTime(promptTokens - 1) + this.draftStepTime();
     return wait <= 0.5 * STRETCH_MIN * this.openPassLoMs;
   }
@@ -761,32 +766,17 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
   // a one-token prompt has nothing to prefill: the first draft step runs it
   let prefillSkipped = prompt.length < 2;
   let draftReady = prefillSkipped;
-  // 'after-open', decided once the open is in (by whichever of the prefill and round 0 asks first):
-  // wait for a prefill that is short beside the target's steps and draft; else stream round 0
-  // and let the first draft round, if one comes, catch the draft up (a prefill run meanwhile
-  // would be wasted whenever streaming goes on, and in one thread it delays the stream)
-  let plan: 'skip' | 'wait' | undefined;
-  const planPrefill = (): 'skip' | 'wait' => (plan ??= !(targetOnly && ctl.streamsFirst?.()) && ctl.waitsForPrefill?.(prompt.length) ? 'wait' : 'skip');
   const draftPrefill = async (): Promise<void> => {
     if (prompt.length < 2) return;
-    if (afterOpen) {
-      // a refused open leaves nothing to prefill for
-      if (!(await opening.then(() => true, () => false))) return;
-      if (planPrefill() === 'skip') {
-        // draftReady stays false: round 0 streams
-        prefillSkipped = true;
-        return;
-      }
-    } else await clock.sleep(0);
     const { prefillMs, stepMs } = await drafter.prefill(prompt);
     if (prompt.length > 2) ctl.observeCatchUp(prefillMs, prompt.length - 1);
     ctl.observeDraft(stepMs);
     draftReady = true;
   };
-  // The first decision does not wait for the draft's prefill: a stretch can run meanwhile (with
-  // the k = 0 arm); a draft round awaits it. Before returning or throwing, it has settled, so the
-  // draft's KV is never still being written, and its rejection is never left unhandled.
-  const prefilling = draftPrefill();
+  // The first decision does not wait for an overlapping prefill: a stretch can run meanwhile
+  // (with the k = 0 arm); a draft round awaits it. Before returning or throwing, it has settled,
+  // so the draft's KV is never still being written, and its rejection is never left unhandled.
+  const prefilling = afterOpen ? Promise.resolve() : clock.sleep(0).then(draftPrefill);
   const prefillSettled = prefilling.then(() => undefined, () => undefined);
   try {
     await opening;
@@ -795,7 +785,14 @@ export async function speculate(draftModel: CausalLM, target: TargetLink, prompt
     await prefilling; // the prefill's own failure first
     throw e;
   }
-  if (afterOpen && !prefillSkipped && planPrefill() === 'wait') await prefillSettled;
+  if (afterOpen && !prefillSkipped) {
+    // wait for a prefill that is short beside the target's steps, and draft; else stream round 0
+    // (draftReady stays false) and let the first draft round, if one comes, catch the draft up:
+    // a prefill run meanwhile is wasted whenever streaming goes on, and in one thread it delays
+    // the stream
+    if (!ctl.streamsFirst?.() && ctl.waitsForPrefill?.(prompt.length)) await draftPrefill();
+    else prefillSkipped = true;
+  }
 
   const transcript = [...prompt, firstToken];
   // drafted ahead of the transcript: tokens with their q's, valid while the transcript is unchanged
