@@ -382,7 +382,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 
   http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-    socket.on('error', (e) => log(`upgrade socket error: ${e.message}`));
+    // a client that vanishes (a closed tab resets its sockets, waiting ones included) is no
+    // error worth a line: its connection's close handler frees what it held
+    socket.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ECONNRESET' && e.code !== 'EPIPE') log(`upgrade socket error: ${e.message}`);
+    });
     const verdict = checkUpgrade(req, upgradePolicy);
     if ('refuse' in verdict) return refuseUpgrade(socket, verdict.refuse);
     wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, verdict.addr));

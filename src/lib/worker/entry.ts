@@ -10,7 +10,7 @@ import { createEngine } from '../../engine/gpu/index.ts';
 import { randomWeights } from '../../engine/weights.ts';
 import { syntheticConfig } from '../../engine/config.ts';
 import { DraftSlot, openWeightsCache, startGpu } from './draft.ts';
-import { probeGateway, type Gateway } from './gateway.ts';
+import { closeStandby, probeGateway, warmLink, type Gateway } from './gateway.ts';
 import { runGeneration } from './run.ts';
 import { fail, toErrorInfo } from './errors.ts';
 
@@ -27,9 +27,14 @@ class WorkerHost implements DuetWorkerApi {
   async connect(opts: GatewayOptions, onNotice: (n: DuetNotice) => void): Promise<GatewayInfo> {
     const d = this.slot.draft;
     if (!d) fail('not-ready', 'Load a draft model before connecting.', 'The draft\'s tokenizer is checked against the target\'s on connect.');
+    const old = this.gateway;
     this.gateway = null;
-    this.gateway = await probeGateway(opts, d.info.tokenizerHash, onNotice);
-    return this.gateway.info;
+    void closeStandby(old);
+    const g = await probeGateway(opts, d.info.tokenizerHash, onNotice);
+    this.gateway = g;
+    // the first chat message then finds a link connected and greeted
+    void warmLink(g, d.info.tokenizerHash, 'speculative', 0);
+    return g.info;
   }
 
   async run(req: RunRequest, onEvent: (e: RunEvent) => void): Promise<void> {

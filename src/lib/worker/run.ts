@@ -11,7 +11,7 @@ import type { StreamDecoder } from '../../engine/tokenizer.ts';
 import { speculate } from '../../engine/speculative.ts';
 import type { RemoteTarget } from '../../protocol/client.ts';
 import type { Draft } from './draft.ts';
-import { openLink, type Gateway } from './gateway.ts';
+import { openLink, warmLink, type Gateway } from './gateway.ts';
 import { fail } from './errors.ts';
 
 const now = (): number => performance.now();
@@ -197,6 +197,8 @@ export async function runGeneration(mode: RunMode, d: Draft, g: Gateway, req: Ru
     reason = await MODES[mode]({ d, link, remote, prompt, params, req, stream, signal });
   } finally {
     await remote.close();
+    // the next run of this kind starts on a link that is already connected
+    void warmLink(g, d.info.tokenizerHash, mode, s.rttMs);
   }
   stream.end();
   onEvent({ kind: 'done', runId: req.runId, reason, stats: stats() });
