@@ -236,7 +236,7 @@ export function renderReport(r: AllResults): { markdown: string; figures: Figure
   L.push('## Speculative vs baseline under network round trip', '', img(by('rtt-tokps.svg')), '');
   if (spec) {
     const reps = spec.rtt[0]?.repeats;
-    L.push(`Adaptive k, greedy, in process behind an injected RTT (DelayedLink); ${reps ? `each prompt ${reps} times per mode in alternating order, per-prompt medians` : 'one run per prompt and mode'}. Mean k 0: every round was a stretch (the target streamed alone from round 0). Pipelined: ${crossover(spec.rtt.filter((x) => x.pipeline))}. Not pipelined: ${crossover(spec.rtt.filter((x) => !x.pipeline))}.`, '',
+    L.push(`Adaptive k, greedy, in process behind an injected RTT (DelayedLink); ${reps ? `each prompt ${reps} times per mode in alternating order, per-prompt medians` : 'one run per prompt and mode'}. Each mode carries the draft's measured costs from one run to the next (speculate's prior), as the app's worker and the CLI do; the first run of each mode at each RTT has none. Mean k 0: every round was a stretch (the target streamed alone from round 0). Pipelined: ${crossover(spec.rtt.filter((x) => x.pipeline))}. Not pipelined: ${crossover(spec.rtt.filter((x) => !x.pipeline))}.`, '',
       '| RTT ms | pipelined | spec tok/s | baseline tok/s | speedup | tokens / pass | mean k | round ms | mismatches |', '|---|---|---|---|---|---|---|---|---|');
     for (const x of spec.rtt) L.push(`| ${x.rttMs} | ${x.pipeline} | ${n2(x.specTokPerSec)} | ${n2(x.baselineTokPerSec)} | ${n2(x.speedup)} | ${n2(x.tokensPerTargetPass)} | ${n2(x.meanK)} | ${n2(x.roundMs, 1)} | ${x.mismatches} |`);
     L.push('');

@@ -208,6 +208,9 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
     type Acc = { tok: number; ms: number[][]; passes: number; kSum: number; rounds: number; roundMs: number; hits: number; mismatches: number };
     const acc = (): Acc => ({ tok: 0, ms: rttPrompts.map(() => []), passes: 0, kSum: 0, rounds: 0, roundMs: 0, hits: 0, mismatches: 0 });
     const modes = { base: acc(), plain: acc(), pipelined: acc() };
+    // each mode carries the draft's measured costs from run to run, as the app's worker and the
+    // CLI do (the first run of each mode at each RTT starts without them)
+    const priors: Partial<Record<keyof typeof modes, DraftPrior>> = {};
     for (const [i, p] of rttPrompts.entries()) {
       for (let rep = 0; rep < reps; rep++) {
         const order = (i + rep) % 2 === 0 ? (['base', 'plain', 'pipelined'] as const) : (['pipelined', 'plain', 'base'] as const);
@@ -220,7 +223,8 @@ export async function runSpecBench(o: SpecBenchOptions = {}) {
             a.ms[i].push(b.wallMs);
             continue;
           }
-          const r = await speculate(draft, link, p, { params: GREEDY, maxTokens, adaptive: true, pipeline: mode === 'pipelined', eosTokenIds: eos });
+          const r = await speculate(draft, link, p, { params: GREEDY, maxTokens, adaptive: true, pipeline: mode === 'pipelined', eosTokenIds: eos, prior: priors[mode] });
+          priors[mode] = r.prior ?? priors[mode];
           if (rep === 0) a.tok += r.tokens.length;
           a.ms[i].push(r.stats.wallMs);
           a.passes += r.stats.targetPasses;
