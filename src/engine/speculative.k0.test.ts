@@ -142,11 +142,37 @@ describe('k = 0 arm end to end (virtual time, injected costs)', () => {
         expect(warm.spec.tokens, what(warm)).toEqual(warm.baseTokens);
         expect(warm.spec.stats.draftPrefill, what(warm)).toBe('skipped');
         expect(warm.spec.kHistory.every((k) => k === 0), what(warm)).toBe(true);
-        expect(warm.specTokPerSec / warm.baseTokPerSec, what(warm)).toBeGreaterThanOrEqual(0.97);
+        // what remains is the probe schedule: the stretch ends where a probe comes due, and the
+      // next stretch pays the round trip again (a probe's price, within PROBE_BUDGET)
+      expect(warm.specTokPerSec / warm.baseTokPerSec, what(warm)).toBeGreaterThanOrEqual(0.9);
         // at RTT 0 the cold run waited for the prefill; behind 20 ms it ran during the round trip
         if (rttMs === 0) expect(warm.specTokPerSec, `${what(cold)} / ${what(warm)}`).toBeGreaterThan(cold.specTokPerSec * 1.1);
         else expect(warm.specTokPerSec, `${what(cold)} / ${what(warm)}`).toBeGreaterThanOrEqual(cold.specTokPerSec);
       }
+    }
+  });
+
+  it('a compute-bound fast target behind a short round trip: the second run streams from round 0 on the first\'s measured stream step; greedy identical', async () => {
+    // a step 1.2 ms, a 5-token verify 5.2 ms, a 17-token prefill 17 ms; 10 ms RTT and a 1 ms draft
+    // step: a draft round (~15 ms for ~2.5 tokens) loses to streaming (1.2 ms a token), but the
+    // open alone bounds a step by the whole prefill, 17 ms, and cannot rule drafting out
+    // (a prompt of 5+ tokens: with fewer, prefill / P bounds a step from below no better than the
+    // prefill itself, and the hint is held within those bounds)
+    const CB = { fixedMs: 0.2, perPositionMs: 1, prefillMs: 17 };
+    const long = prompts.filter((p) => p.length >= 5);
+    expect(long.length).toBeGreaterThanOrEqual(2);
+    for (const [i, prompt] of long.entries()) {
+      const cold = await run(prompt, { draftDelayMs: 1, rttMs: 10, cost: CB, maxTokens: 64, pipeline: i % 2 === 1 });
+      const what = (r: Run): string => `prompt ${i}: ${r.specTokPerSec.toFixed(1)} vs ${r.baseTokPerSec.toFixed(1)} tok/s, k ${r.spec.kHistory.join(',')}`;
+      expect(cold.spec.kHistory[0], what(cold)).toBeGreaterThan(0);
+      expect(cold.spec.prior?.streamMs, what(cold)).toBeGreaterThan(1);
+      const warm = await run(prompt, { draftDelayMs: 1, rttMs: 10, cost: CB, maxTokens: 64, pipeline: i % 2 === 1, prior: cold.spec.prior });
+      expect(warm.spec.tokens, what(warm)).toEqual(warm.baseTokens);
+      expect(warm.spec.kHistory[0], what(warm)).toBe(0);
+      expect(warm.specTokPerSec, `${what(warm)}; cold ${what(cold)}`).toBeGreaterThan(cold.specTokPerSec);
+      // what remains is the probe schedule: the stretch ends where a probe comes due, and the
+      // next stretch pays the round trip again (a probe's price, within PROBE_BUDGET)
+      expect(warm.specTokPerSec / warm.baseTokPerSec, what(warm)).toBeGreaterThanOrEqual(0.9);
     }
   });
 
@@ -287,6 +313,16 @@ describe('KController: the k = 0 decision from injected costs', () => {
     expect(at({ draftMs: 1.7, catchUps: [[11, 8]], streamedShare: 1 }, { rttMs: 0, prefillMs: 600, promptTokens: 12 })).toEqual({ streamsFirst: false, waits: true });
     // a draft step of 12 ms beside a 20 ms prefill of 8 tokens: waiting ~36 ms would cost more than streaming meanwhile
     expect(at({ draftMs: 12, catchUps: [[7, 12]], streamedShare: 1 }, { rttMs: 0, prefillMs: 20, promptTokens: 8 })).toEqual({ streamsFirst: false, waits: false });
+    // an earlier run's stream step: a compute-bound target (a 6-token prefill in 12 ms, a step
+    // ~2.3 ms) behind 10 ms streams first; the open's bounds alone (a step up to 12 ms) draft
+    const cpuDraft = { draftMs: 1.5, catchUps: [[5, 7]] as [number, number][], streamedShare: 0.9 };
+    const cbOpen = { rttMs: 10, prefillMs: 12, promptTokens: 6 };
+    expect(at(cpuDraft, cbOpen).streamsFirst).toBe(false);
+    expect(at({ ...cpuDraft, streamMs: 2.3 }, cbOpen).streamsFirst).toBe(true);
+    // held within this open's bounds: a step from a slow gateway cannot exceed this prefill, and
+    // a slow (memory-bound) target with a fast draft still drafts first
+    expect(at({ ...cpuDraft, streamMs: 500 }, cbOpen).streamsFirst).toBe(false);
+    expect(at({ ...cpuDraft, streamMs: 430 }, { rttMs: 10, prefillMs: 600, promptTokens: 12 }).streamsFirst).toBe(false);
     // nothing known of the draft: no wait (the prefill's cost is unknown)
     const bare = new KController(8, 2, false, true);
     bare.observeOpen({ rttMs: 0, prefillMs: 600, promptTokens: 12 });

@@ -128,6 +128,13 @@ export interface DraftPrior {
   catchUps: [number, number][];
   /** Share of that run's tokens the target streamed alone (k = 0 stretches). */
   streamedShare: number;
+  /**
+   * ms per token the target streamed to this client in that run's stretches (or an earlier
+   * run's, carried on), client-observed. A hint for round 0 only, and there clamped to the bounds
+   * this run's own open measured (a decode step lies in [prefill / P, prefill]): a prior from
+   * another gateway cannot move round 0 outside what this one's open allows.
+   */
+  streamMs?: number;
 }
 
 
@@ -295,6 +302,8 @@ export class KController implements KPolicy {
   private openRttMs = NaN;
   private openPassMs = NaN;
   private openPassLoMs = NaN;
+  /** An earlier run's stream ms per token (DraftPrior.streamMs); round 0 only. */
+  private priorStreamMs = NaN;
 
   constructor(readonly kMax: number, readonly kInit = Math.min(4, kMax), readonly pipeline = false, readonly targetOnly = false) {}
 
@@ -335,14 +344,20 @@ export class KController implements KPolicy {
    * earlier run's prior, or this run's prefill if it is done), else its lower bound (its prompt
    * prefill per token, when that was timed; else free; pipelined: only the (1 − h) share of
    * rounds pays for drafting); streaming's at least n / (RTT + n · prefill) (a step priced at
-   * the upper bound). The target's side is all bounds, so no margin is added. Where the round trip
+   * the upper bound), or, with an earlier run's stream step (DraftPrior.streamMs), n / (RTT + n ·
+   * that step) with the step held within [prefill / P, prefill]: a compute-bound target's step is
+   * near the lower end, which the upper bound alone cannot see. The target's side is bounds or
+   * measured, so no margin is added. Where the round trip
    * dominates (a fast target behind a long one) this saves the draft round that would only learn
    * it; elsewhere the first round drafts as before.
    */
   streamsFirst(): boolean {
     if (!this.targetOnly || !Number.isFinite(this.openRttMs) || !Number.isFinite(this.openPassMs)) return false;
     const O = this.openRttMs;
-    const step = Math.max(this.openPassMs, 1e-6);
+    // a stream step at its upper bound (the whole prefill), or as an earlier run measured it,
+    // held within this open's bounds
+    const hint = Number.isFinite(this.priorStreamMs) ? Math.min(this.openPassMs, Math.max(this.openPassLoMs, this.priorStreamMs)) : this.openPassMs;
+    const step = Math.max(hint, 1e-6);
     const n = Math.max(STRETCH_MIN, Math.min(STRETCH_MAX, Math.ceil(O / (STRETCH_FIXED_SHARE * step))));
     const stream = n / (O + n * step);
     // a draft step as measured (an earlier run's, or this run's prefill when it is done), else
@@ -359,6 +374,7 @@ export class KController implements KPolicy {
 
   seedDraft(p: DraftPrior): void {
     if (p.draftMs >= 0) this.draftMs = p.draftMs;
+    if (p.streamMs !== undefined && p.streamMs > 0) this.priorStreamMs = p.streamMs;
     for (const [n, ms] of p.catchUps.slice(-8)) this.observeCatchUp(ms, n);
   }
 
@@ -369,7 +385,8 @@ export class KController implements KPolicy {
 
   draftCosts(): Omit<DraftPrior, 'streamedShare'> | undefined {
     if (!this.knowsDraft) return undefined;
-    return { draftMs: this.draftMs, catchUps: this.catchUps.map(([n, ms]) => [n, ms]) };
+    const streamMs = Number.isFinite(this.streamMs) ? this.streamMs : this.priorStreamMs;
+    return { draftMs: this.draftMs, catchUps: this.catchUps.map(([n, ms]) => [n, ms]), ...(Number.isFinite(streamMs) ? { streamMs } : {}) };
   }
 
   /**

@@ -28,6 +28,8 @@ class WorkerHost implements DuetWorkerApi {
     const d = this.slot.draft;
     if (!d) fail('not-ready', 'Load a draft model before connecting.', 'The draft\'s tokenizer is checked against the target\'s on connect.');
     const old = this.gateway;
+    // the stream's pace is the old gateway's, not this one's
+    if (d.prior?.streamMs !== undefined) d.prior = { ...d.prior, streamMs: undefined };
     this.gateway = null;
     void closeStandby(old);
     const g = await probeGateway(opts, d.info.tokenizerHash, onNotice);
