@@ -28,12 +28,12 @@ class WorkerHost implements DuetWorkerApi {
     const d = this.slot.draft;
     if (!d) fail('not-ready', 'Load a draft model before connecting.', 'The draft\'s tokenizer is checked against the target\'s on connect.');
     const old = this.gateway;
-    // the stream's pace is the old gateway's, not this one's
-    if (d.prior?.streamMs !== undefined) d.prior = { ...d.prior, streamMs: undefined };
     this.gateway = null;
     void closeStandby(old);
     const g = await probeGateway(opts, d.info.tokenizerHash, onNotice);
     this.gateway = g;
+    // a stream pace measured on another gateway says nothing of this one's
+    if (g.wsUrl !== old?.wsUrl && d.prior?.streamMs !== undefined) d.prior = { ...d.prior, streamMs: undefined };
     // the first chat message then finds a link connected and greeted
     void warmLink(g, d.info.tokenizerHash, 'speculative', 0);
     return g.info;

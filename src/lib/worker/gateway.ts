@@ -45,6 +45,8 @@ const STANDBY_CONNECT_MS = 5_000;
 
 const standbyKey = (tokenizerHash: string, mode: RunMode, rttMs: number): string => `${tokenizerHash}|${mode}|${rttMs}`;
 const nowMs = (): number => globalThis.performance.now();
+/** Still connected (info is null once its socket closed: an idle timeout, a restart) and young enough to take. */
+const usable = (s: Standby | undefined): boolean => !!s && !!s.link.info && nowMs() - s.readyAt <= STANDBY_MAX_AGE_MS;
 
 /** '' → this page's gateway; http(s)://host → ws(s)://host/ws; a bare ws(s)://host/ gets /ws. */
 export function wsUrlOf(url: string): string {
@@ -134,8 +136,7 @@ export function openLink(g: Gateway, tokenizerHash: string, mode: RunMode, rttMs
   const s = g.standby?.get(key);
   if (s) {
     g.standby!.delete(key);
-    // info is null once its socket closed (the gateway's idle timeout, a restart)
-    if (nowMs() - s.readyAt <= STANDBY_MAX_AGE_MS && s.link.info) {
+    if (usable(s)) {
       s.hooks.quiet = false;
       s.hooks.onReconnecting = onReconnecting;
       return s.link;
@@ -154,15 +155,14 @@ export function warmLink(g: Gateway, tokenizerHash: string, mode: RunMode, rttMs
   if (g.retired) return Promise.resolve();
   const key = standbyKey(tokenizerHash, mode, rttMs);
   const map = (g.standby ??= new Map());
-  // links for another draft's tokenizer, or too old to be taken, only hold a connection
+  // links for another draft's tokenizer, closed or too old to be taken only hold a connection
   for (const [k, v] of map) {
-    if (!k.startsWith(`${tokenizerHash}|`) || nowMs() - v.readyAt > STANDBY_MAX_AGE_MS) {
+    if (!k.startsWith(`${tokenizerHash}|`) || !usable(v)) {
       map.delete(k);
       void v.link.close();
     }
   }
-  const have = map.get(key);
-  if (have && nowMs() - have.readyAt <= STANDBY_MAX_AGE_MS && have.link.info) return Promise.resolve();
+  if (map.has(key)) return Promise.resolve();
   const hooks: LinkHooks = { quiet: true, onReconnecting: () => {} };
   const link = newLink(g, tokenizerHash, mode, rttMs, hooks);
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -172,7 +172,7 @@ export function warmLink(g: Gateway, tokenizerHash: string, mode: RunMode, rttMs
   return Promise.race([link.connect(), late]).then(() => {
     const cur = map.get(key);
     // closed meanwhile (closeStandby), or another warm won the race
-    if (g.retired || g.standby !== map || (cur && cur.link.info)) {
+    if (g.retired || g.standby !== map || usable(cur)) {
       void link.close();
       return;
     }
