@@ -102,7 +102,7 @@ export function buildReport(out: string): { json: Record<string, unknown>; md: s
   };
   const lines: string[] = [];
   lines.push(`# duet device run${meta?.dry ? ' (dry run: SwiftShader/CPU, reduced sizes)' : ''}`, '');
-  lines.push(`${meta?.date ?? ''}, commit ${meta?.commit ?? '?'}, GPU: ${meta?.gpu ?? 'none'}, WebGPU adapter: ${(meta?.adapter as { adapterName?: string } | null)?.adapterName ?? '?'}, torch: ${meta?.torch ?? '?'}.`, '');
+  lines.push(`${meta?.date ?? ''}, commit ${meta?.commit ?? '?'}, GPU: ${meta?.gpu ?? 'none'}, WebGPU adapter: ${(meta?.adapter as { adapterName?: string } | null)?.adapterName ?? '?'}, torch: ${meta?.torch ?? '?'}, sidecar on ${meta?.sidecarDevice ?? '?'} in ${meta?.sidecarDtype ?? 'auto'} (auto: float32 on a CPU, bfloat16 on CUDA).`, '');
   lines.push(`Wall time: ${json.wallS ?? '?'} s.`, '');
   lines.push('Padded targets = the tiny target at a real model\'s cost per pass (logits unchanged); the acceptance is the tiny pair\'s, not a 1B/3B pair\'s.', '');
   lines.push('| step | rc | seconds |', '|---|---|---|');

@@ -29,7 +29,9 @@
 #     --repeats N every end-to-end run: both modes warmed up, then N runs each in alternating order,
 #                 medians reported (duet speculate --repeats)
 # Environment: SCRATCH (model scratch dir, default /tmp/duet-device), DRAFT_BACKEND (cpu|webgpu,
-# default cpu), PY (default: the first of /usr/bin/python3, python3 that imports torch).
+# default cpu), PY (default: the first of /usr/bin/python3, python3 that imports torch),
+# SIDECAR_DTYPE (the end-to-end sidecar's --dtype: float32|bfloat16|float16; default its auto,
+# float32 on a CPU and bfloat16 on CUDA).
 set -uo pipefail
 
 DRY=0
@@ -104,7 +106,7 @@ SIDE_DEV=cpu
 [ "$CUDA" -eq 1 ] && SIDE_DEV=cuda
 cat > "$S/meta.json" <<EOF
 {"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git rev-parse --short HEAD 2>/dev/null)","host":"$(hostname)","dry":$([ $DRY -eq 1 ] && echo true || echo false),
- "gpu":"${GPU:-none}","torch":"$TORCH","sidecarDevice":"$SIDE_DEV","draftBackend":"$DRAFT_BACKEND","cpus":$(nproc),"adapter":$ADAPTER}
+ "gpu":"${GPU:-none}","torch":"$TORCH","sidecarDevice":"$SIDE_DEV","sidecarDtype":"${SIDECAR_DTYPE:-auto}","draftBackend":"$DRAFT_BACKEND","cpus":$(nproc),"adapter":$ADAPTER}
 EOF
 echo "[device.sh] gpu: ${GPU:-none}; torch: $TORCH; adapter: $ADAPTER" >&2
 if [ -n "$GPU" ] && echo "$ADAPTER" | grep -qi swiftshader; then
@@ -156,7 +158,7 @@ NTOK="${E2E_TOKENS:-$NTOK}"
 
 start_gateway() { # MODEL_DIR NAME
   cleanup
-  local cmd="$PY server/sidecar/main.py --model $1 --device $SIDE_DEV --max-sessions 8 --max-context 1024"
+  local cmd="$PY server/sidecar/main.py --model $1 --device $SIDE_DEV --max-sessions 8 --max-context 1024${SIDECAR_DTYPE:+ --dtype $SIDECAR_DTYPE}"
   "${DUET[@]}" serve --port 0 --json --quiet --verifier sidecar --target "$1" --max-block 16 --sidecar-cmd "$cmd" > "$S/gateway-$2.out" 2> "$S/gateway-$2.err" &
   GATEWAY_PID=$!
   local i

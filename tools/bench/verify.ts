@@ -28,7 +28,10 @@ import type { Verifier, VerifyRequest } from '../../server/verifiers/types.ts';
 import { hfConfigJson, writeSafetensors } from '../fixtures/safetensors-writer.ts';
 import { fixtureValue } from '../fixtures/llama1b.ts';
 
-export const BACKENDS: TargetBackend[] = ['cpu', 'cpu-reference', 'webgpu', 'sidecar'];
+/** The verifier backends, and `sidecar-bf16`: the torch sidecar computing in bfloat16 (its
+ * `--dtype bfloat16`; float32 is its CPU default), a real Llama checkpoint's own dtype. */
+export type BenchBackend = TargetBackend | 'sidecar-bf16';
+export const BACKENDS: BenchBackend[] = ['cpu', 'cpu-reference', 'webgpu', 'sidecar', 'sidecar-bf16'];
 export const SHAPES = ['tiny', '1b-2l', '3b-2l'] as const;
 export type ShapeName = (typeof SHAPES)[number];
 
@@ -36,7 +39,7 @@ const TINY_DIR = 'public/models/tiny-target';
 
 export interface VerifyBenchOptions {
   quick?: boolean;
-  backends?: TargetBackend[];
+  backends?: BenchBackend[];
   shapes?: ShapeName[];
   batches?: number[];
   tokens?: number[];
@@ -61,7 +64,7 @@ export interface Cell {
 }
 
 export interface Run {
-  backend: TargetBackend;
+  backend: BenchBackend;
   shape: ShapeName;
   status: 'ok' | 'error';
   error?: string;
@@ -190,7 +193,11 @@ export async function runVerifyBench(o: VerifyBenchOptions = {}): Promise<Verify
         let v: Verifier | null = null;
         try {
           const dir = await shapeDir(shape, tmp);
-          v = await createTargetVerifier(backend, dir, { maxContext: 512, maxBatch: Math.max(...batches), maxSessions: Math.max(...batches) + 1, maxDraft: Math.max(...tokens), log });
+          const bf16 = backend === 'sidecar-bf16';
+          v = await createTargetVerifier(bf16 ? 'sidecar' : backend, dir, {
+            maxContext: 512, maxBatch: Math.max(...batches), maxSessions: Math.max(...batches) + 1, maxDraft: Math.max(...tokens), log,
+            sidecarArgs: bf16 ? ['--dtype', 'bfloat16'] : undefined,
+          });
           const cells = await measure(v, batches, tokens, reps, slowPassMs);
           runs.push({ backend, shape, status: 'ok', device: v.info().device, cells });
           const d = cells.find((c) => c.B === 1 && c.T === 1);
@@ -207,7 +214,7 @@ export async function runVerifyBench(o: VerifyBenchOptions = {}): Promise<Verify
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  const cell = (backend: TargetBackend, B: number, T: number): Cell | undefined => runs.find((r) => r.backend === backend && r.shape === 'tiny' && r.status === 'ok')?.cells.find((c) => c.B === B && c.T === T);
+  const cell = (backend: BenchBackend, B: number, T: number): Cell | undefined => runs.find((r) => r.backend === backend && r.shape === 'tiny' && r.status === 'ok')?.cells.find((c) => c.B === B && c.T === T);
   // the cpu backends compute synchronously in this process, so CPU time is their pass time
   const t = (c: Cell | undefined): number | null => (c ? (c.cpuMs > 0 ? c.cpuMs : c.ms) : null);
   const dec = t(cell('cpu', 1, 1));

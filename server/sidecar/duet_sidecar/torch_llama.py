@@ -69,20 +69,26 @@ class TorchLlama:
                 raise ModelShapeError(f"tensor {name} has shape {tuple(tensors[name].shape)}, config.json implies {shape}")
 
         # the checkpoint's tensors are taken from `tensors` as they are converted, so the
-        # transposed copies never sit beside a whole second copy of the model
+        # converted copies never sit beside a whole second copy of the model
         def w(name: str) -> torch.Tensor:
             return tensors.pop(name).to(device=self.device, dtype=dtype).contiguous()
 
-        def wt(name: str) -> torch.Tensor:
-            # projections are kept as (in, out): x @ W with W row-major in that layout. On this
-            # project's CPU box (OpenBLAS) that ran 11-25% faster than x @ W.T over the
-            # checkpoint's (out, in) rows at 1B layer shapes, at 1 to 80 rows (decode, verify
-            # and batched passes); one copy of each weight either way
-            return tensors.pop(name).to(device=self.device, dtype=dtype).t().contiguous()
+        # Projections as (in, out), x @ W, where that is faster: float32 on the CPU, where
+        # OpenBLAS ran 11-25% faster that way than x @ W.T over the checkpoint's (out, in) rows
+        # at 1B layer shapes, at 1 to 80 rows (decode, verify and batched passes). Other dtypes
+        # and devices keep the checkpoint's (out, in) rows for F.linear: bfloat16 on a CPU with
+        # AVX512-BF16 runs oneDNN's kernels, 1.4-1.8x faster over (out, in) than x @ W at 1 to
+        # 16 rows on this project's CPU box, and (out, in) is cuBLAS's usual layout. One copy
+        # of each weight either way.
+        self.transposed = dtype == torch.float32 and self.device.type == "cpu"
 
-        # the head as (dim, vocab); a tied checkpoint's embedding is looked up in its columns,
+        def wt(name: str) -> torch.Tensor:
+            t = tensors.pop(name).to(device=self.device, dtype=dtype)
+            return (t.t() if self.transposed else t).contiguous()
+
+        # the head in the projections' layout; a tied checkpoint's embedding is looked up in it,
         # so the vocab x dim table is held once
-        self.head_t = wt("model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight")
+        self.head = wt("model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight")
         self.embed = None if c.tie_word_embeddings else w("model.embed_tokens.weight")  # (vocab, dim)
         self.final_norm = w("model.norm.weight")                   # (dim)
         self.layers = []
@@ -90,6 +96,7 @@ class TorchLlama:
             p = f"model.layers.{l}."
             self.layers.append({
                 "attn_norm": w(p + "input_layernorm.weight"),         # (dim)
+                # shapes given as (in, out); (out, in) where not self.transposed
                 "wq": wt(p + "self_attn.q_proj.weight"),              # (dim, qDim)
                 "wk": wt(p + "self_attn.k_proj.weight"),              # (dim, kvDim)
                 "wv": wt(p + "self_attn.v_proj.weight"),
@@ -145,12 +152,16 @@ class TorchLlama:
         H, Hkv, hd = c.num_heads, c.num_kv_heads, c.head_dim
         G = H // Hkv
         scale = 1.0 / (hd ** 0.5)
-        x = self.embed[tok] if self.embed is not None else self.head_t[:, tok].permute(1, 2, 0)  # (B, T, dim)
+        mm = (lambda a, W: a @ W) if self.transposed else torch.nn.functional.linear
+        if self.embed is not None:
+            x = self.embed[tok]                                                  # (B, T, dim)
+        else:
+            x = self.head[:, tok].permute(1, 2, 0) if self.transposed else self.head[tok]
         for l, lw in enumerate(self.layers):
             h = rmsnorm(x, lw["attn_norm"], c.rms_norm_eps)
-            q = (h @ lw["wq"]).view(B, T, H, hd).transpose(1, 2)               # (B, H, T, hd)
-            k = (h @ lw["wk"]).view(B, T, Hkv, hd).transpose(1, 2)             # (B, Hkv, T, hd)
-            v = (h @ lw["wv"]).view(B, T, Hkv, hd).transpose(1, 2)
+            q = mm(h, lw["wq"]).view(B, T, H, hd).transpose(1, 2)               # (B, H, T, hd)
+            k = mm(h, lw["wk"]).view(B, T, Hkv, hd).transpose(1, 2)             # (B, Hkv, T, hd)
+            v = mm(h, lw["wv"]).view(B, T, Hkv, hd).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
             kc, vc = self.k_cache[l], self.v_cache[l]                            # (slots, Hkv, ctx, hd)
@@ -163,9 +174,9 @@ class TorchLlama:
             att = (qg @ K[:, :, None].transpose(-1, -2)).float() * scale + mask  # (B, Hkv, G, T, Lk)
             att = torch.softmax(att, dim=-1).to(self.dtype)
             o = (att @ V[:, :, None]).reshape(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
-            x = x + o @ lw["wo"]
+            x = x + mm(o, lw["wo"])
             h = rmsnorm(x, lw["ffn_norm"], c.rms_norm_eps)
-            x = x + (torch.nn.functional.silu(h @ lw["wg"]) * (h @ lw["wu"])) @ lw["wd"]
+            x = x + mm(torch.nn.functional.silu(mm(h, lw["wg"])) * mm(h, lw["wu"]), lw["wd"])
         x = rmsnorm(x, self.final_norm, c.rms_norm_eps)
-        logits = (x[vb, vt] @ self.head_t).float()                            # (N, vocab)
+        logits = mm(x[vb, vt], self.head).float()                            # (N, vocab)
         return list(torch.split(logits, lens))

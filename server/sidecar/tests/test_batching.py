@@ -44,14 +44,17 @@ class BatchingTest(unittest.TestCase):
         d = os.path.join(cls.tmp.name, "m")
         cls.cfg, _ = write_model(d, tiny_config(), seed=7)
         cls.runner = TorchLlama(cls.cfg, load_dir(d), max_slots=40, max_context=128)
+        # bfloat16 keeps the checkpoint's (out, in) layout and runs other kernels (oneDNN on
+        # the CPU) than float32's x @ W: batch invariance is checked on both
+        cls.runner_bf16 = TorchLlama(cls.cfg, load_dir(d), dtype=torch.bfloat16, max_slots=40, max_context=128)
         cls.dir = d
 
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
 
-    def engine(self) -> Engine:
-        return Engine(self.runner, max_batch=32, max_draft=8)
+    def engine(self, runner: TorchLlama | None = None) -> Engine:
+        return Engine(runner or self.runner, max_batch=32, max_draft=8)
 
     def test_k0_step_samples_like_the_old_step(self):
         for sp in (SamplingParams(0.0, 0, 1.0, 3), SamplingParams(0.9, 20, 0.95, 11), SamplingParams(1.3, 0, 1.0, 5)):
@@ -75,8 +78,8 @@ class BatchingTest(unittest.TestCase):
         rng = random.Random(4)
         ks = [rng.randrange(0, 5) for _ in range(rounds)]
 
-        def run(others: int) -> list[int]:
-            e = self.engine()
+        def run(others: int, runner: TorchLlama) -> list[int]:
+            e = self.engine(runner)
             rnd = random.Random(others)
             e.open("me", prompt, greedy)
             for i in range(others):
@@ -100,11 +103,14 @@ class BatchingTest(unittest.TestCase):
                 text += me.draft[: mine["accepted"]] + [mine["token"]]
             return text
 
-        alone = run(0)
-        for others in (1, 7, 31):
-            got = run(others)
-            n = min(len(got), len(alone))
-            self.assertEqual(got[:n], alone[:n], f"beside {others} others")
+        for name, runner in (("float32", self.runner), ("bfloat16", self.runner_bf16)):
+            self.assertEqual(runner.transposed, name == "float32")
+            alone = run(0, runner)
+            self.assertGreaterEqual(len(alone), rounds + 1)
+            for others in (1, 7, 31):
+                got = run(others, runner)
+                n = min(len(got), len(alone))
+                self.assertEqual(got[:n], alone[:n], f"{name}: beside {others} others")
 
     def test_concurrent_generate_streams_share_forwards(self):
         e = Engine(self.runner, max_batch=8, max_draft=8)
