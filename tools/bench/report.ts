@@ -290,7 +290,7 @@ function verifySection(r: AllResults): string[] {
   const L = ['## One target pass vs batch shape', ''];
   if (!v) return [...L, why(s), ''];
   const m = v.summary;
-  L.push(`Median ms of one verifyBatch for B sessions × T tokens each (T = 1: a decode step), and × its (B = 1, T = 1) time. cpu = CpuBatchLlama (one pass per batch, WebAssembly SIMD matmuls); cpu-reference = the plain CpuLlama path it replaced, one session after the other; sidecar = the torch sidecar in its CPU default float32, sidecar-bf16 = the same in bfloat16 (`--dtype bfloat16`). cpu numbers below are from process CPU time (the machine may be loaded).`, '',
+  L.push(`Median ms of one verifyBatch for B sessions × T tokens each (T = 1: a decode step), and × its (B = 1, T = 1) time. cpu = CpuBatchLlama (one pass per batch, WebAssembly SIMD matmuls); cpu-reference = the plain CpuLlama path it replaced, one session after the other; sidecar = the torch sidecar in its CPU default float32, sidecar-bf16 = the same in bfloat16 (\`--dtype bfloat16\`). cpu numbers below are from process CPU time (the machine may be loaded).`, '',
     `cpu, tiny target: decode ${n2(m.cpuDecodeTokPerS, 0)} tok/s vs ${n2(m.cpuReferenceDecodeTokPerS, 0)} on the reference (×${n2(m.decodeSpeedup)}); a 5-token pass = ${n2(m.cpuPass5OverDecode)} decode steps, 9 tokens = ${n2(m.cpuPass9OverDecode)}.`, '');
   for (const run of v.runs) {
     if (run.status !== 'ok') {
