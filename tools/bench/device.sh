@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     --e2e-only) E2E_ONLY=1; SKIP3B=1 ;;
     --repeats) REPEATS="$2"; shift ;;
     --out) OUTDIR="$2"; shift ;;
-    -h|--help) sed -n 2,33p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,34p "$0"; exit 0 ;;
     *) echo "device.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

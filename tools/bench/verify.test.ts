@@ -1,5 +1,5 @@
 // Smoke test of `duet bench verify`: a shrunken --quick run (tiny target; the cpu, cpu-reference
-// and sidecar backends; B ∈ {1, 2} × T ∈ {1, 3}) gives well-formed JSON: every cell present,
+// and sidecar backends, the sidecar in float32 and bfloat16; B ∈ {1, 2} × T ∈ {1, 3}) gives well-formed JSON: every cell present,
 // finite and positive, ratios relative to (1, 1), the cpu summary filled. Asserts no speed.
 import { describe, expect, it } from 'vitest';
 import { runVerifyBench } from './verify.ts';
@@ -9,10 +9,13 @@ const positive = (v: unknown): boolean => typeof v === 'number' && Number.isFini
 
 describe('duet bench verify', () => {
   it('--quick gives well-formed JSON for every backend asked for', async () => {
-    const r = await runVerifyBench({ quick: true, backends: ['cpu', 'cpu-reference', 'sidecar'], batches: [1, 2], tokens: [1, 3], reps: 1 });
+    const r = await runVerifyBench({ quick: true, backends: ['cpu', 'cpu-reference', 'sidecar', 'sidecar-bf16'], batches: [1, 2], tokens: [1, 3], reps: 1 });
     const json = JSON.parse(JSON.stringify(r));
     expect(json.suite).toBe('verify');
-    expect(json.runs.map((x: { backend: string }) => x.backend)).toEqual(['cpu', 'cpu-reference', 'sidecar']);
+    expect(json.runs.map((x: { backend: string }) => x.backend)).toEqual(['cpu', 'cpu-reference', 'sidecar', 'sidecar-bf16']);
+    // the sidecar's device line names the dtype it computes in
+    expect(json.runs[2].device).toMatch(/float32/);
+    expect(json.runs[3].device).toMatch(/bfloat16/);
     for (const run of json.runs) {
       expect(run.status, `${run.backend}: ${run.error}`).toBe('ok');
       expect(run.shape).toBe('tiny');
