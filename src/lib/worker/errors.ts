@@ -39,7 +39,8 @@ export function toErrorInfo(err: unknown, gatewayUrl: string): DuetErrorInfo {
       case 'CONNECTION_LOST':
       case 'TIMEOUT':
       case 'SHUTTING_DOWN':
-        return { code: 'gateway-unreachable', message: `Lost the gateway at ${gatewayUrl}: ${err.message}`, hint: 'Check that `duet serve` is running, then retry.' };
+        // worded for both a gateway never reached and one lost mid-run: the client's message says which
+        return { code: 'gateway-unreachable', message: `No connection to the gateway at ${gatewayUrl} (${err.message}).`, hint: 'Check that `duet serve` is running, then retry.' };
       default:
         return { code: 'internal', message: `The gateway answered ${err.code}: ${err.message}`, hint: 'Retry; if it keeps happening, see the gateway log.' };
     }
