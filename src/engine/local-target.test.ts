@@ -28,6 +28,25 @@ describe('LocalTarget, greedy', () => {
     }
   });
 
+  it('generate lets the event loop run between tokens (a link or socket in this thread sees them as they come)', async () => {
+    const t = new LocalTarget(pair.newTarget());
+    await t.open([3, 141, 59], GREEDY);
+    let count = 0;
+    const atTurns: number[] = [];
+    // a macrotask per turn of the event loop while generate runs: with every token in one
+    // burst of microtasks, the first would only see all 6
+    let running = true;
+    const tick = (): void => {
+      atTurns.push(count);
+      if (running) setImmediate(tick);
+    };
+    setImmediate(tick);
+    await t.generate(6, () => count++);
+    running = false;
+    expect(atTurns.length).toBeGreaterThanOrEqual(5);
+    expect(atTurns[0]).toBeLessThan(6);
+  });
+
   it('verify accepts the oracle continuation, stops at a corrupted token, and stays consistent', async () => {
     const prompt = [7, 300, 12, 999];
     const want = greedyOracle(pair.newTarget(), prompt, 24);

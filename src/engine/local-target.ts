@@ -11,6 +11,7 @@ import type { CausalLM } from './model.ts';
 import { Rng, STREAM_TARGET, sampleRow, validateSampling, type SamplingParams, type SparseDist } from './sampling.ts';
 import type { Opened, TargetLink, Verdict } from './target-link.ts';
 import { acceptBlock, VerifyInputError } from './accept.ts';
+import { realClock } from './clock.ts';
 
 export class TargetStateError extends Error {
   override name = 'TargetStateError';
@@ -163,6 +164,9 @@ export class LocalTarget implements TargetLink {
     const vocab = this.model.config.vocabSize;
     const out: number[] = [];
     for (let i = 0; i < n; i++) {
+      // between tokens, one macrotask: a caller in this thread (a link that delivers each token
+      // later, a gateway's socket) sees them as they come, not in one burst at the stretch's end
+      if (i > 0) await realClock.sleep(0);
       const startPos = this.tokens.length - 1;
       if (startPos + 1 > this.model.maxContext) throw new VerifyInputError(`context full at ${startPos + 1} positions (maxContext ${this.model.maxContext})`);
       const logits = await this.model.forward([this.tokens[startPos]], startPos);

@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { VirtualClock } from './clock.ts';
 import { LocalTarget } from './local-target.ts';
-import { DelayedLink, DelayedModel, KController, PROBE_BUDGET, PROBE_MAX, STRETCH_MAX, baseline, fitLine, speculate, type DraftPrior, type SpecResult } from './speculative.ts';
+import { DelayedLink, DelayedModel, KController, PROBE_BUDGET, PROBE_MAX, STRETCH_MAX, STRETCH_MIN, baseline, fitLine, speculate, type DraftPrior, type SpecResult } from './speculative.ts';
 import { CostedTarget, randomPrompts, tinyPair } from './spec-fixtures.ts';
 import type { SamplingParams } from './sampling.ts';
 import type { TargetLink } from './target-link.ts';
@@ -326,6 +326,25 @@ describe('KController: the k = 0 decision from injected costs', () => {
     const bare = new KController(8, 2, false, true);
     bare.observeOpen({ rttMs: 0, prefillMs: 600, promptTokens: 12 });
     expect(bare.waitsForPrefill(12)).toBe(false);
+  });
+
+  it('a fast target behind 10 ms, streaming from round 0: the first stretch is not cut short for a probe priced on the step\'s upper bound', () => {
+    // the in-process tiny pair as measured here: a 10-token prefill in 11 ms (a step between
+    // 1.1 and 11 ms; streamed, ~2 ms), a CPU draft at 0.46 ms a step. Priced at 11 ms a streamed
+    // token, a probe's 2.5 expected tokens looked worth more than its round trip, so probes came
+    // every STRETCH_MIN tokens and a 48-token generation paid a second stretch's round trip
+    const c = new KController(8, 2, false, true);
+    c.seedDraft({ draftMs: 0.46, catchUps: [[9, 2.08]], streamedShare: 0.98, streamMs: 2 });
+    c.observeOpen({ rttMs: 10, prefillMs: 11, promptTokens: 10 });
+    expect(c.choose()).toBe(0);
+    expect(c.stretchTokens()).toBeGreaterThanOrEqual(48);
+    // a slow (memory-bound) target behind the same round trip and a cheap draft still probes
+    // early: the stretch is the shortest
+    const slow = new KController(8, 2, false, true);
+    slow.observeDraft(0.46);
+    slow.observeOpen({ rttMs: 10, prefillMs: 400, promptTokens: 10 });
+    expect(slow.choose(false)).toBe(0);
+    expect(slow.stretchTokens()).toBe(STRETCH_MIN);
   });
 
   it('prices a catch-up from the draft\'s own forwards: a line through its prefill, catch-ups and steps', () => {

@@ -250,7 +250,8 @@ export function fitLine(pts: readonly (readonly [number, number])[], onePoint: '
  * is probed with one round of min(best k, 2) after every P streamed tokens, P chosen so the
  * probe's expected loss (its time, plus the draft catching up on the P streamed tokens, plus the
  * next stretch's fixed cost, minus the time streaming would take for its E tokens) is at most
- * PROBE_BUDGET of the streaming time. The catch-up is priced from the draft's own forwards of n
+ * PROBE_BUDGET of the streaming time (a stream step not yet measured is priced at open's lower
+ * bound, prefill / P, as the stretch is sized). The catch-up is priced from the draft's own forwards of n
  * tokens (a line a + b·n through its prompt prefill, its catch-ups and its steps): a GPU draft
  * pays about a step whatever n, a CPU draft per token; where b exceeds PROBE_BUDGET of a stream
  * step no P keeps a probe within budget and probes come every PROBE_MAX tokens. The other way round, the stream's cost is measured, not
@@ -481,6 +482,11 @@ export class KController implements KPolicy {
     return Math.max(0, r - (Number.isNaN(this.queueMs) ? 0 : this.queueMs));
   }
 
+  /** Nothing has measured a stream step yet, but open() bounded it. */
+  private unmeasuredStep(): boolean {
+    return Number.isNaN(this.streamMs) && this.verifyMsAt.length === 0 && Number.isFinite(this.openPassLoMs);
+  }
+
   /** Tokens the next stretch streams: enough to amortize its round trip, up to the next probe, within [STRETCH_MIN, STRETCH_MAX]. */
   stretchTokens(): number {
     // a re-probe while drafting wins stays short; the first probe (nothing streamed yet) is sized
@@ -489,8 +495,7 @@ export class KController implements KPolicy {
     if (this.streamProbe && !Number.isNaN(this.streamMs)) return STRETCH_MIN;
     // before anything measured a step, open's lower bound on it (prefill / P): amortizing the
     // round trip over cheap steps takes more of them, and an extra round trip is the cost
-    const unmeasured = Number.isNaN(this.streamMs) && this.verifyMsAt.length === 0 && Number.isFinite(this.openPassLoMs);
-    const step = unmeasured ? this.openPassLoMs : this.streamStepTime();
+    const step = this.unmeasuredStep() ? this.openPassLoMs : this.streamStepTime();
     const amortize = Math.ceil(this.stretchFixedTime() / (STRETCH_FIXED_SHARE * Math.max(step, 1e-6)));
     const n = this.streamProbe ? amortize : Math.min(amortize, Math.max(STRETCH_MIN, this.probeEvery - this.streamedSinceProbe));
     return Math.max(STRETCH_MIN, Math.min(STRETCH_MAX, n));
@@ -526,7 +531,10 @@ export class KController implements KPolicy {
    * condition is measured again at each decision, so a busier server (a larger s) brings them back.
    */
   private planProbes(kProbe: number): void {
-    const s = Math.max(this.streamStepTime(), 1e-6);
+    // before anything measured a step, its lower bound (prefill / P), as stretchTokens takes it:
+    // priced at the upper bound, the E tokens a probe yields look worth a whole prefill each and
+    // the probe free, and a short generation on a fast target pays a second stretch's round trip
+    const s = Math.max(this.unmeasuredStep() ? this.openPassLoMs : this.streamStepTime(), 1e-6);
     if (this.catchUps.length === 0 && !Number.isNaN(this.draftMs) && this.streamedSinceProbe <= STRETCH_MIN) {
       // a step is timed but no multi-token forward (a prompt of one or two tokens): the slope is
       // unknown. While few tokens are streamed and a probe round costs no more than a short
