@@ -338,8 +338,13 @@ export function readmeSection(r: AllResults, reportPath: string): string {
     const c = load?.compare[m];
     return c ? `; ${M(`${n2(c.tokPerSec)} (browser, side by side)`)}` : '';
   };
+  // an adaptive run that streamed every token (k = 0 throughout) accepted nothing because it drafted nothing: quote fixed k = 4's
+  const k4 = greedy.find((x) => x.k === 4);
+  const acceptance = !adaptive ? '–'
+    : adaptive.meanK > 0 || !k4 ? M(`${pct(adaptive.acceptanceRate)} (greedy, adaptive k)`)
+      : M(`${pct(k4.acceptanceRate)} (greedy, k = 4; adaptive k streamed every token, drafting nothing)`);
   const rows: [string, string, string, string][] = [
-    ['Acceptance rate', adaptive ? M(`${pct(adaptive.acceptanceRate)} (greedy, adaptive k)`) : '–', '–', C(pct(REFERENCE.acceptanceRate))],
+    ['Acceptance rate', acceptance, '–', C(pct(REFERENCE.acceptanceRate))],
     ['Tokens per target pass', adaptive ? M(`${n2(adaptive.tokensPerTargetPass)} (adaptive); best fixed k: ${n2(Math.max(...greedy.map((x) => x.tokensPerTargetPass)))}`) : '–', '–', C(`${REFERENCE.tokensPerTargetStep}`)],
     ['Speculative tok/s (one user)', rtt0 ? M(`${n2(rtt0.specTokPerSec)} (CPU, RTT 0, pipelined)`) + browserTps('spec') : '–',
       p0 ? P(`${n2(p0.tps, 1)} at RTT 0 (k = ${p0.k}), ${n2(p50!.tps, 1)} at RTT 50 ms (k = ${p50!.k})`) : '–', C(`${REFERENCE.specTokPerSec}`)],
